@@ -1,0 +1,51 @@
+// flowkit/core/manifest.h — a plugin's plugin.json, read without loading the library.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "flowkit/component.h"
+#include "flowkit/error.h"
+
+namespace flowkit::core {
+
+// One parameter of a component, as declared in plugin.json.
+struct ParamSpec {
+  std::string name;
+  std::string type;                      // integer | number | boolean | string | array | object
+  std::optional<nlohmann::json> fallback;  // "default"
+  bool required = false;
+  std::optional<double> min, max;        // inclusive
+  std::vector<std::string> choices;      // for strings
+  bool allow_inf = false;                // numbers: accept "inf" / "infinity"
+  std::string doc;
+};
+
+struct ComponentSpec {
+  Kind kind = Kind::domain;
+  std::string plugin;                    // "standard"
+  std::string name;                      // "mlp"
+  std::string summary;
+  std::vector<ParamSpec> params;         // in manifest order
+  std::string type() const { return plugin + "." + name; }
+  const ParamSpec* param(const std::string& key) const;
+};
+
+struct PluginManifest {
+  std::string file;                      // path of plugin.json
+  std::string dir;                       // folder holding it
+  std::string name, version, summary, library;
+  unsigned api_major = 0, api_minor = 0;
+  std::vector<ComponentSpec> components;
+  std::string library_path() const;      // dir + "/" + library
+};
+
+// Reads and checks plugin.json; the error names the file and the JSON pointer.
+Expected<PluginManifest> read_manifest(const std::string& file);
+// Parses one parameter schema (also used for the host's own sections).
+ParamSpec parse_param(const std::string& name, const nlohmann::json& spec, const std::string& file,
+                      const std::string& pointer);
+
+}  // namespace flowkit::core

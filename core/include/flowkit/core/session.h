@@ -1,0 +1,55 @@
+// flowkit/core/session.h — one run of a validated pipeline: builds the components once,
+// then trains, samples and evaluates, writing everything under runs/<name>/.
+// This header does not include LibTorch, so the CLI compiles quickly.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flowkit/core/pipeline.h"
+#include "flowkit/core/plugin_host.h"
+
+namespace flowkit::core {
+
+struct RunOptions {
+  std::string runs_root = "runs";  // run directory = runs_root/run_name
+  std::string run_name;            // default: the pipeline's name
+  bool resume = false;             // continue from checkpoints/last.pt
+  std::string checkpoint;          // sample/eval: checkpoint to load (default checkpoints/last.pt)
+  bool progress_bar = false;       // redraw one line on a terminal; plain lines otherwise
+};
+
+// What `train` did.
+struct TrainSummary {
+  int64_t start_step = 0, end_step = 0;
+  double final_loss = 0;
+  double steps_per_second = 0;
+  std::string checkpoint;
+};
+
+class Session {
+ public:
+  // Builds every component (loading plugins on first use). Throws flowkit::Error.
+  Session(const Pipeline& pipeline, PluginHost& host, RunOptions options);
+  ~Session();
+
+  const std::string& run_dir() const;
+  TrainSummary train();
+  // Generates train/sample "count" samples and writes them; returns the files written.
+  std::vector<std::string> sample();
+  // Generates samples in memory and computes the eval metrics against held-out data;
+  // appends them to metrics.jsonl and writes eval.json.
+  nlohmann::json evaluate();
+  // Loads a checkpoint (default: the latest in the run directory) into model and EMA.
+  void load_checkpoint(const std::string& path = "");
+  // Generation speed: samples per second over `count` samples (for bench/).
+  double sampling_rate(int64_t count);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace flowkit::core

@@ -1,0 +1,113 @@
+// Reading plugin.json: everything `flowkit plugins`, `describe` and `validate` need,
+// without loading any library.
+#include "flowkit/core/manifest.h"
+
+#include <filesystem>
+#include <fstream>
+
+namespace flowkit::core {
+namespace {
+const std::vector<std::string> kParamTypes = {"integer", "number", "boolean", "string", "array", "object"};
+
+std::string expect_string(const nlohmann::json& j, const std::string& key, const std::string& file,
+                          const std::string& pointer, bool required = true) {
+  if (!j.contains(key)) {
+    if (!required) return "";
+    throw ConfigError(file, pointer + "/" + key, "required field is missing");
+  }
+  if (!j.at(key).is_string())
+    throw ConfigError(file, pointer + "/" + key, std::string("expected string, found ") + j.at(key).type_name());
+  return j.at(key).get<std::string>();
+}
+}  // namespace
+
+const ParamSpec* ComponentSpec::param(const std::string& key) const {
+  for (const auto& p : params)
+    if (p.name == key) return &p;
+  return nullptr;
+}
+
+std::string PluginManifest::library_path() const { return (std::filesystem::path(dir) / library).string(); }
+
+ParamSpec parse_param(const std::string& name, const nlohmann::json& spec, const std::string& file,
+                      const std::string& pointer) {
+  if (!spec.is_object()) throw ConfigError(file, pointer, "a parameter schema must be an object");
+  static const std::vector<std::string> keys = {"type", "default", "required", "min", "max", "choices", "allow_inf", "doc"};
+  for (const auto& [k, v] : spec.items())
+    if (std::find(keys.begin(), keys.end(), k) == keys.end())
+      throw ConfigError(file, pointer + "/" + k, "unknown schema key");
+  ParamSpec p;
+  p.name = name;
+  p.type = expect_string(spec, "type", file, pointer);
+  if (std::find(kParamTypes.begin(), kParamTypes.end(), p.type) == kParamTypes.end())
+    throw ConfigError(file, pointer + "/type", "unknown parameter type '" + p.type + "'");
+  if (spec.contains("default") && !spec.at("default").is_null()) p.fallback = spec.at("default");
+  p.required = spec.value("required", false);
+  if (spec.contains("min")) p.min = spec.at("min").get<double>();
+  if (spec.contains("max")) p.max = spec.at("max").get<double>();
+  if (spec.contains("choices")) p.choices = spec.at("choices").get<std::vector<std::string>>();
+  p.allow_inf = spec.value("allow_inf", false);
+  p.doc = spec.value("doc", std::string());
+  return p;
+}
+
+Expected<PluginManifest> read_manifest(const std::string& file) {
+  using R = Expected<PluginManifest>;
+  std::ifstream in(file);
+  if (!in) return R::failure(file + ": cannot open plugin manifest");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    return R::failure(file + ": malformed JSON: " + e.what());
+  }
+  try {
+    if (!j.is_object()) throw ConfigError(file, "", "a plugin manifest must be a JSON object");
+    PluginManifest m;
+    m.file = file;
+    m.dir = std::filesystem::path(file).parent_path().string();
+    std::string schema = expect_string(j, "schema", file, "");
+    if (schema != "flowkit.plugin/1")
+      throw ConfigError(file, "/schema", "expected \"flowkit.plugin/1\", found \"" + schema + "\"");
+    m.name = expect_string(j, "name", file, "");
+    m.version = expect_string(j, "version", file, "");
+    m.library = expect_string(j, "library", file, "");
+    m.summary = expect_string(j, "summary", file, "", false);
+    const auto& api = j.contains("api_version") ? j.at("api_version") : nlohmann::json();
+    if (!api.is_array() || api.size() != 2 || !api[0].is_number_unsigned() || !api[1].is_number_unsigned())
+      throw ConfigError(file, "/api_version", "expected [major, minor], found " + api.dump());
+    m.api_major = api[0].get<unsigned>();
+    m.api_minor = api[1].get<unsigned>();
+    if (!j.contains("components") || !j.at("components").is_array())
+      throw ConfigError(file, "/components", "expected an array of components");
+    const auto& comps = j.at("components");
+    for (size_t i = 0; i < comps.size(); ++i) {
+      std::string ptr = "/components/" + std::to_string(i);
+      const auto& c = comps[i];
+      if (!c.is_object()) throw ConfigError(file, ptr, "expected an object");
+      ComponentSpec spec;
+      spec.plugin = m.name;
+      std::string kind = expect_string(c, "kind", file, ptr);
+      if (!parse_kind(kind, &spec.kind))
+        throw ConfigError(file, ptr + "/kind", "expected one of domain, path, model, loss, solver; found \"" + kind + "\"");
+      spec.name = expect_string(c, "name", file, ptr);
+      spec.summary = expect_string(c, "summary", file, ptr, false);
+      if (c.contains("params")) {
+        if (!c.at("params").is_object()) throw ConfigError(file, ptr + "/params", "expected an object");
+        for (const auto& [pname, pspec] : c.at("params").items())
+          spec.params.push_back(parse_param(pname, pspec, file, ptr + "/params/" + pname));
+      }
+      for (const auto& other : m.components)
+        if (other.name == spec.name)
+          throw ConfigError(file, ptr + "/name", "component '" + spec.name + "' is declared twice");
+      m.components.push_back(std::move(spec));
+    }
+    return m;
+  } catch (const ConfigError& e) {
+    return R::failure(e.what());
+  } catch (const std::exception& e) {
+    return R::failure(file + ": " + e.what());
+  }
+}
+
+}  // namespace flowkit::core

@@ -1,0 +1,275 @@
+// Pipeline validation: every problem at once, each with file, JSON pointer, expected and found.
+#include "flowkit/core/pipeline.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace flowkit::core {
+namespace {
+
+const char* kSections[] = {"domain", "path", "model", "loss", "solver"};
+
+// The schema of the host's own sections, in the plugin-manifest format.
+const char* kHostSchema = R"json({
+ "train": {
+  "steps": {"type": "integer", "default": 1000, "min": 0, "doc": "optimizer steps"},
+  "batch_size": {"type": "integer", "default": 256, "min": 1, "doc": "training minibatch size"},
+  "optimizer": {"type": "string", "default": "adamw", "choices": ["adamw"], "doc": "optimizer (decoupled weight decay Adam)"},
+  "lr": {"type": "number", "default": 0.001, "min": 0, "doc": "peak learning rate"},
+  "weight_decay": {"type": "number", "default": 0.0, "min": 0, "doc": "AdamW weight decay"},
+  "beta1": {"type": "number", "default": 0.9, "min": 0, "max": 0.999999, "doc": "Adam beta1"},
+  "beta2": {"type": "number", "default": 0.999, "min": 0, "max": 0.999999, "doc": "Adam beta2"},
+  "lr_schedule": {"type": "string", "default": "cosine", "choices": ["constant", "cosine"], "doc": "after warm-up: constant, or cosine decay to min_lr_ratio*lr at the last step"},
+  "warmup_steps": {"type": "integer", "default": 0, "min": 0, "doc": "linear warm-up from 0 to lr"},
+  "min_lr_ratio": {"type": "number", "default": 0.0, "min": 0, "max": 1, "doc": "final lr of the cosine schedule as a fraction of lr"},
+  "ema_decay": {"type": "number", "default": 0.999, "min": 0, "max": 1, "doc": "EMA of the weights (used for sampling); 0 disables"},
+  "grad_clip": {"type": "number", "default": 1.0, "min": 0, "doc": "clip the global gradient norm to this value; 0 disables"},
+  "seed": {"type": "integer", "default": 0, "min": 0, "doc": "seed of the run's generator (data, noise, times)"},
+  "threads": {"type": "integer", "default": 1, "min": 1, "max": 256, "doc": "LibTorch intra-op threads (and OpenBLAS threads); 1 was fastest here for small models"},
+  "device": {"type": "string", "default": "cpu", "doc": "torch device: cpu, cuda, cuda:1, ..."},
+  "checkpoint_every": {"type": "integer", "default": 500, "min": 0, "doc": "write a checkpoint every N steps (and at the end); 0: only at the end"},
+  "log_every": {"type": "integer", "default": 100, "min": 1, "doc": "write a metrics.jsonl line every N steps"}
+ },
+ "sample": {
+  "count": {"type": "integer", "default": 1000, "min": 1, "doc": "number of samples to generate"},
+  "batch_size": {"type": "integer", "default": 1000, "min": 1, "doc": "samples generated per solver call"},
+  "steps": {"type": "integer", "default": 0, "min": 0, "doc": "solver steps; 0 keeps the solver's own setting"},
+  "seed": {"type": "integer", "default": 1, "min": 0, "doc": "seed of the sampling generator"},
+  "use_ema": {"type": "boolean", "default": true, "doc": "sample with the EMA weights"},
+  "output": {"type": "string", "default": "samples", "doc": "folder inside the run directory"}
+ },
+ "eval": {
+  "metrics": {"type": "array", "default": [], "doc": "metric names of the domain; empty: all of the domain's metrics"},
+  "reference_count": {"type": "integer", "default": 1000, "min": 1, "doc": "held-out items used as the reference"},
+  "seed": {"type": "integer", "default": 2, "min": 0, "doc": "seed of the evaluation generator (reference draw, random projections)"}
+ }
+})json";
+
+std::string type_of(const nlohmann::json& v) {
+  if (v.is_number_integer()) return "integer " + v.dump();
+  if (v.is_number()) return "number " + v.dump();
+  std::string d = v.dump();
+  if (d.size() > 40) d = d.substr(0, 37) + "...";
+  return std::string(v.type_name()) + " " + d;
+}
+
+bool is_inf_word(const nlohmann::json& v) {
+  if (!v.is_string()) return false;
+  std::string s = v.get<std::string>();
+  return s == "inf" || s == "infinity" || s == "+inf";
+}
+
+// Checks one value against its schema; returns the normalised value.
+bool check_value(const ParamSpec& p, const nlohmann::json& v, std::string* why, nlohmann::json* out) {
+  *out = v;
+  if (p.type == "integer") {
+    if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>() && std::isfinite(v.get<double>()))
+      *out = static_cast<int64_t>(v.get<double>());
+    else if (!v.is_number_integer()) return *why = "expected integer, found " + type_of(v), false;
+  } else if (p.type == "number") {
+    if (p.allow_inf && is_inf_word(v)) return true;
+    if (!v.is_number()) return *why = std::string("expected number") + (p.allow_inf ? " or \"inf\"" : "") + ", found " + type_of(v), false;
+  } else if (p.type == "boolean") {
+    if (!v.is_boolean()) return *why = "expected boolean, found " + type_of(v), false;
+  } else if (p.type == "string") {
+    if (!v.is_string()) return *why = "expected string, found " + type_of(v), false;
+    if (!p.choices.empty() && std::find(p.choices.begin(), p.choices.end(), v.get<std::string>()) == p.choices.end()) {
+      *why = "expected one of " + nlohmann::json(p.choices).dump() + ", found \"" + v.get<std::string>() + "\"" +
+             did_you_mean(v.get<std::string>(), p.choices);
+      return false;
+    }
+  } else if (p.type == "array") {
+    if (!v.is_array()) return *why = "expected array, found " + type_of(v), false;
+  } else if (p.type == "object") {
+    if (!v.is_object()) return *why = "expected object, found " + type_of(v), false;
+  }
+  if ((p.type == "integer" || p.type == "number") && out->is_number()) {
+    double x = out->get<double>();
+    if ((p.min && x < *p.min) || (p.max && x > *p.max)) {
+      std::string range = p.min && p.max ? fmt::format("in [{}, {}]", *p.min, *p.max)
+                          : p.min        ? fmt::format(">= {}", *p.min)
+                                         : fmt::format("<= {}", *p.max);
+      *why = "expected " + p.type + " " + range + ", found " + out->dump();
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string Problem::str() const { return file + ":" + (pointer.empty() ? "/" : pointer) + ": " + message; }
+
+std::string Validation::report() const {
+  std::string out;
+  for (const auto& p : problems) out += p.str() + "\n";
+  return out;
+}
+
+Config Pipeline::section(const std::string& key) const {
+  return Config(resolved.contains(key) ? resolved.at(key) : nlohmann::json::object(), file, "/" + key);
+}
+
+nlohmann::json check_params(const std::vector<ParamSpec>& params, const nlohmann::json& object, const std::string& file,
+                            const std::string& pointer, std::vector<Problem>& problems,
+                            const std::vector<std::string>& reserved) {
+  nlohmann::json out = nlohmann::json::object();
+  std::vector<std::string> names;
+  for (const auto& p : params) names.push_back(p.name);
+  for (const auto& [key, value] : object.items()) {
+    if (std::find(reserved.begin(), reserved.end(), key) != reserved.end()) {
+      out[key] = value;
+      continue;
+    }
+    const ParamSpec* spec = nullptr;
+    for (const auto& p : params)
+      if (p.name == key) spec = &p;
+    if (!spec) {
+      problems.push_back({file, pointer + "/" + key,
+                          "unknown key \"" + key + "\"" + did_you_mean(key, names) +
+                              (names.empty() ? "; this component takes no parameters"
+                                             : "; known keys: " + fmt::format("{}", fmt::join(names, ", ")))});
+      continue;
+    }
+    std::string why;
+    nlohmann::json normalised;
+    if (!check_value(*spec, value, &why, &normalised)) problems.push_back({file, pointer + "/" + key, why});
+    else out[key] = normalised;
+  }
+  for (const auto& p : params) {
+    if (object.contains(p.name)) continue;
+    if (p.fallback) out[p.name] = *p.fallback;
+    else if (p.required) problems.push_back({file, pointer + "/" + p.name, "required parameter is missing (" + p.type + ")"});
+  }
+  return out;
+}
+
+const std::vector<ComponentSpec>& host_sections() {
+  static const std::vector<ComponentSpec> sections = [] {
+    std::vector<ComponentSpec> out;
+    auto schema = nlohmann::json::parse(kHostSchema);
+    for (const char* name : {"train", "sample", "eval"}) {
+      ComponentSpec s;
+      s.plugin = "flowkit";
+      s.name = name;
+      for (const auto& [k, v] : schema.at(name).items()) s.params.push_back(parse_param(k, v, "<host schema>", name));
+      out.push_back(std::move(s));
+    }
+    out[0].summary = "training loop: AdamW, warm-up + cosine lr, EMA, gradient clipping, checkpoints";
+    out[1].summary = "generation with the trained (EMA) model";
+    out[2].summary = "metrics of generated samples against held-out data";
+    return out;
+  }();
+  return sections;
+}
+
+Validation validate_pipeline_file(const std::string& file, const PluginHost& host) {
+  std::ifstream in(file);
+  if (!in) {
+    Validation v;
+    v.pipeline.file = file;
+    v.problems.push_back({file, "", "cannot open pipeline file"});
+    return v;
+  }
+  nlohmann::json doc;
+  try {
+    doc = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    Validation v;
+    v.pipeline.file = file;
+    v.problems.push_back({file, "", std::string("malformed JSON: ") + e.what()});
+    return v;
+  }
+  return validate_pipeline(doc, file, host);
+}
+
+Validation validate_pipeline(const nlohmann::json& doc, const std::string& file, const PluginHost& host) {
+  Validation v;
+  v.pipeline.file = file;
+  auto& problems = v.problems;
+  if (!doc.is_object()) {
+    problems.push_back({file, "", "a pipeline must be a JSON object, found " + type_of(doc)});
+    return v;
+  }
+  nlohmann::json resolved = nlohmann::json::object();
+  const std::vector<std::string> top = {"name", "description", "plugins", "domain", "path", "model",
+                                        "loss", "solver", "train", "sample", "eval"};
+  for (const auto& [key, value] : doc.items())
+    if (std::find(top.begin(), top.end(), key) == top.end())
+      problems.push_back({file, "/" + key, "unknown key \"" + key + "\"" + did_you_mean(key, top)});
+
+  std::string fallback_name = std::filesystem::path(file).stem().string();
+  if (doc.contains("name") && !doc.at("name").is_string())
+    problems.push_back({file, "/name", "expected string, found " + type_of(doc.at("name"))});
+  resolved["name"] = doc.contains("name") && doc.at("name").is_string() ? doc.at("name").get<std::string>() : fallback_name;
+  if (doc.contains("description")) resolved["description"] = doc.at("description");
+  if (doc.contains("plugins")) {
+    const auto& pins = doc.at("plugins");
+    if (!pins.is_object()) problems.push_back({file, "/plugins", "expected object {plugin: {\"sha256\": hex}}, found " + type_of(pins)});
+    else
+      for (const auto& [plugin, pin] : pins.items()) {
+        std::string ptr = "/plugins/" + plugin;
+        if (!pin.is_object() || !pin.contains("sha256") || !pin.at("sha256").is_string() ||
+            pin.at("sha256").get<std::string>().size() != 64)
+          problems.push_back({file, ptr, "expected {\"sha256\": \"<64 hex digits>\"}, found " + type_of(pin)});
+        else if (pin.size() != 1)
+          problems.push_back({file, ptr, "only \"sha256\" may be pinned"});
+      }
+    resolved["plugins"] = pins;
+  }
+
+  for (const char* section : kSections) {
+    std::string ptr = std::string("/") + section;
+    if (!doc.contains(section)) {
+      if (std::string(section) != "path") problems.push_back({file, ptr, std::string("required section \"") + section + "\" is missing"});
+      continue;
+    }
+    const auto& s = doc.at(section);
+    if (!s.is_object()) {
+      problems.push_back({file, ptr, "expected object {\"type\": \"<plugin>.<component>\", ...}, found " + type_of(s)});
+      continue;
+    }
+    if (!s.contains("type") || !s.at("type").is_string()) {
+      problems.push_back({file, ptr + "/type", "expected a string \"<plugin>.<component>\"" +
+                                                   std::string(s.contains("type") ? ", found " + type_of(s.at("type")) : " (missing)")});
+      continue;
+    }
+    std::string type = s.at("type").get<std::string>();
+    auto spec = host.find(type);
+    if (!spec) {
+      problems.push_back({file, ptr + "/type", spec.error()});
+      continue;
+    }
+    Kind expected;
+    parse_kind(section, &expected);
+    if ((*spec)->kind != expected) {
+      problems.push_back({file, ptr + "/type", "expected a " + std::string(section) + " component, found '" + type +
+                                                   "', which is a " + kind_name((*spec)->kind)});
+      continue;
+    }
+    resolved[section] = check_params((*spec)->params, s, file, ptr, problems, {"type"});
+  }
+
+  for (const auto& hs : host_sections()) {
+    std::string ptr = "/" + hs.name;
+    nlohmann::json s = doc.contains(hs.name) ? doc.at(hs.name) : nlohmann::json::object();
+    if (!s.is_object()) {
+      problems.push_back({file, ptr, "expected object, found " + type_of(s)});
+      continue;
+    }
+    resolved[hs.name] = check_params(hs.params, s, file, ptr, problems);
+  }
+  if (resolved.contains("eval") && resolved["eval"].contains("metrics"))
+    for (size_t i = 0; i < resolved["eval"]["metrics"].size(); ++i)
+      if (!resolved["eval"]["metrics"][i].is_string())
+        problems.push_back({file, "/eval/metrics/" + std::to_string(i), "expected string, found " + type_of(resolved["eval"]["metrics"][i])});
+  v.pipeline.name = resolved["name"].get<std::string>();
+  v.pipeline.resolved = std::move(resolved);
+  return v;
+}
+
+}  // namespace flowkit::core

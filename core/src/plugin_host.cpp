@@ -1,0 +1,290 @@
+// Plugin discovery (manifests only), lazy loading with checks in a fixed order, pinning.
+#include "flowkit/core/plugin_host.h"
+
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <fmt/ranges.h>
+
+#include "dll_compat.h"
+#include "flowkit/plugin.h"
+
+#ifndef FLOWKIT_BUILD_PLUGIN_DIR
+#define FLOWKIT_BUILD_PLUGIN_DIR ""
+#endif
+
+namespace fs = std::filesystem;
+
+namespace flowkit::core {
+
+bool debug_plugins_enabled() {
+  const char* v = std::getenv("FLOWKIT_DEBUG_PLUGINS");
+  return v && *v && std::string(v) != "0";
+}
+
+template <class... A>
+static void trace(fmt::format_string<A...> f, A&&... a) {
+  if (debug_plugins_enabled()) fmt::print(stderr, "[flowkit plugins] {}\n", fmt::format(f, std::forward<A>(a)...));
+}
+
+static size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = std::string::npos;
+  for (const auto& c : candidates) {
+    size_t d = edit_distance(word, c);
+    // A suffix match ("mlp" for "standard.mlp") counts as close.
+    if (c.size() > word.size() && c.compare(c.size() - word.size(), word.size(), word) == 0) d = std::min<size_t>(d, 1);
+    if (d < best_d) best_d = d, best = c;
+  }
+  if (best.empty() || best_d > std::max<size_t>(2, word.size() / 3)) return "";
+  return " (did you mean '" + best + "'?)";
+}
+
+std::vector<std::string> plugin_search_dirs(const SearchOptions& options) {
+  std::vector<std::string> dirs = options.plugin_paths;
+  if (options.use_environment)
+    if (const char* env = std::getenv("FLOWKIT_PLUGIN_PATH")) {
+      std::stringstream ss(env);
+      std::string item;
+      while (std::getline(ss, item, ':'))
+        if (!item.empty()) dirs.push_back(item);
+    }
+  if (options.use_default_dirs) {
+    // An installed libflowkit_core.so sits in <prefix>/lib; its plugins in <prefix>/lib/flowkit/plugins.
+    fs::path installed = boost::dll::this_line_location().parent_path().string();
+    installed /= "flowkit/plugins";
+    std::error_code ec;
+    if (fs::is_directory(installed, ec)) dirs.push_back(installed.string());
+    else if (*FLOWKIT_BUILD_PLUGIN_DIR) dirs.push_back(FLOWKIT_BUILD_PLUGIN_DIR);
+  }
+  return dirs;
+}
+
+// A loaded plugin: its library stays mapped for the life of the process (LibTorch
+// plugins crash on unload, pytorch#46171, #61111), so the handle is deliberately leaked.
+struct PluginHost::Loaded {
+  const PluginManifest* manifest = nullptr;
+  std::map<std::pair<Kind, std::string>, Factory> factories;
+};
+
+static std::vector<boost::dll::shared_library>& pinned_libraries() {
+  static auto* libs = new std::vector<boost::dll::shared_library>();  // never destroyed
+  return *libs;
+}
+
+PluginHost::PluginHost(SearchOptions options) : options_(std::move(options)) {
+  dirs_ = plugin_search_dirs(options_);
+  for (const auto& dir : dirs_) {
+    trace("scanning {}", dir);
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) {
+      trace("  not a directory, skipped");
+      continue;
+    }
+    std::vector<fs::path> candidates;
+    if (fs::exists(fs::path(dir) / "plugin.json")) candidates.push_back(fs::path(dir) / "plugin.json");
+    for (const auto& entry : fs::directory_iterator(dir, ec))
+      if (entry.is_directory() && fs::exists(entry.path() / "plugin.json")) candidates.push_back(entry.path() / "plugin.json");
+    std::sort(candidates.begin(), candidates.end());
+    for (const auto& file : candidates) {
+      auto m = read_manifest(file.string());
+      if (!m) {
+        trace("  rejected {}: {}", file.string(), m.error());
+        manifest_errors_.push_back(m.error());
+        continue;
+      }
+      trace("  found plugin '{}' {} ({} components) in {}", m->name, m->version, m->components.size(), file.string());
+      plugins_.push_back(std::move(*m));
+    }
+  }
+}
+
+PluginHost::~PluginHost() = default;
+
+const PluginManifest* PluginHost::manifest_of(const std::string& plugin, std::string* error) const {
+  std::vector<const PluginManifest*> found;
+  for (const auto& m : plugins_)
+    if (m.name == plugin) found.push_back(&m);
+  if (found.size() > 1) {
+    *error = "plugin '" + plugin + "' is provided twice: by " + found[0]->file + " and by " + found[1]->file +
+             "; remove one of them from the plugin path";
+    return nullptr;
+  }
+  if (found.empty()) {
+    std::vector<std::string> names;
+    for (const auto& m : plugins_) names.push_back(m.name);
+    *error = "no plugin named '" + plugin + "'" + did_you_mean(plugin, names) + "; searched: " +
+             (dirs_.empty() ? std::string("(no directories)") : fmt::format("{}", fmt::join(dirs_, ", ")));
+    return nullptr;
+  }
+  return found[0];
+}
+
+Expected<const ComponentSpec*> PluginHost::find(const std::string& type) const {
+  using R = Expected<const ComponentSpec*>;
+  auto dot = type.find('.');
+  if (dot == std::string::npos) {
+    return R::failure("component type '" + type + "' must be written <plugin>.<component>" + did_you_mean(type, component_types()));
+  }
+  std::string error;
+  const PluginManifest* m = manifest_of(type.substr(0, dot), &error);
+  if (!m) {
+    std::string hint = did_you_mean(type, component_types());
+    return R::failure(hint.empty() ? error : "unknown component '" + type + "'" + hint);
+  }
+  for (const auto& c : m->components)
+    if (c.type() == type) return &c;
+  return R::failure("unknown component '" + type + "'" + did_you_mean(type, component_types()));
+}
+
+std::vector<std::string> PluginHost::component_types() const {
+  std::vector<std::string> out;
+  for (const auto& m : plugins_)
+    for (const auto& c : m.components) out.push_back(c.type());
+  return out;
+}
+
+void PluginHost::pin_sha256(const std::string& plugin, const std::string& sha256_hex) { pins_[plugin] = sha256_hex; }
+
+bool PluginHost::is_loaded(const std::string& plugin) const { return loaded_.count(plugin) != 0; }
+
+namespace {
+// Collects what the plugin registers.
+class CollectingRegistry final : public Registry {
+ public:
+  std::map<std::pair<Kind, std::string>, Factory> factories;
+  std::vector<std::string> duplicates;
+  void add(Kind kind, const std::string& name, Factory factory) override {
+    if (!factories.emplace(std::make_pair(kind, name), std::move(factory)).second)
+      duplicates.push_back(std::string(kind_name(kind)) + " '" + name + "'");
+  }
+};
+
+std::string list_of(const std::set<std::string>& s) {
+  return s.empty() ? std::string("(none)") : fmt::format("{}", fmt::join(s, ", "));
+}
+
+bool has_elf_magic(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char m[4] = {};
+  in.read(m, 4);
+  return in && m[0] == 0x7f && m[1] == 'E' && m[2] == 'L' && m[3] == 'F';
+}
+}  // namespace
+
+Expected<bool> PluginHost::load(const std::string& plugin) {
+  using R = Expected<bool>;
+  if (is_loaded(plugin)) return true;
+  std::string error;
+  const PluginManifest* m = manifest_of(plugin, &error);
+  if (!m) return R::failure(error);
+  const std::string lib_path = m->library_path();
+  const std::string where = "plugin '" + plugin + "' (" + m->file + ")";
+  trace("loading {} from {}", plugin, lib_path);
+
+  std::error_code ec;
+  if (!fs::is_regular_file(lib_path, ec))
+    return R::failure(where + ": library file '" + lib_path + "' does not exist");
+  if (auto pin = pins_.find(plugin); pin != pins_.end()) {
+    std::string actual = sha256_file(lib_path);
+    trace("  sha256 {} (pinned {})", actual, pin->second);
+    if (actual != pin->second)
+      return R::failure(where + ": sha256 mismatch for '" + lib_path + "': pinned " + pin->second + ", found " + actual +
+                        "; refusing to load");
+  }
+  if (!has_elf_magic(lib_path)) return R::failure(where + ": '" + lib_path + "' is not a shared object (no ELF header)");
+
+  boost::dll::shared_library lib;
+  try {
+    lib.load(lib_path);  // RTLD_LAZY | RTLD_LOCAL
+  } catch (const std::exception& e) {
+    return R::failure(where + ": cannot load '" + lib_path + "': " + e.what());
+  }
+  if (!lib.has(FLOWKIT_ENTRY_SYMBOL))
+    return R::failure(where + ": '" + lib_path + "' has no entry symbol '" FLOWKIT_ENTRY_SYMBOL
+                      "'; was it built with FLOWKIT_PLUGIN(...)?");
+  auto entry = dll::import_symbol<const flowkit_plugin_descriptor*()>(lib, FLOWKIT_ENTRY_SYMBOL);
+  const flowkit_plugin_descriptor* d = entry();
+  pinned_libraries().push_back(lib);  // keep mapped forever from here on
+  if (!d) return R::failure(where + ": entry symbol returned no descriptor");
+  // The version fields are read before anything else in the descriptor.
+  if (d->api_major != FLOWKIT_API_MAJOR || d->api_minor > FLOWKIT_API_MINOR)
+    return R::failure(fmt::format("{}: wrong plugin API version in '{}': expected {}.x with x <= {}, found {}.{}", where,
+                                  lib_path, FLOWKIT_API_MAJOR, FLOWKIT_API_MINOR, d->api_major, d->api_minor));
+  trace("  API version {}.{} accepted", d->api_major, d->api_minor);
+  if (m->api_major != d->api_major || m->api_minor != d->api_minor)
+    return R::failure(fmt::format("{}: manifest declares API {}.{} but the library was built for {}.{}", where, m->api_major,
+                                  m->api_minor, d->api_major, d->api_minor));
+  if (std::string(d->name ? d->name : "") != m->name || std::string(d->version ? d->version : "") != m->version)
+    return R::failure(fmt::format("{}: the library identifies as '{}' {} but the manifest says '{}' {}", where,
+                                  d->name ? d->name : "", d->version ? d->version : "", m->name, m->version));
+  CollectingRegistry registry;
+  try {
+    d->register_components(registry);
+  } catch (const std::exception& e) {
+    return R::failure(where + ": registering components failed: " + e.what());
+  } catch (...) {
+    return R::failure(where + ": registering components failed with an unknown exception");
+  }
+  if (!registry.duplicates.empty())
+    return R::failure(where + ": the library registers the same component twice: " +
+                      fmt::format("{}", fmt::join(registry.duplicates, ", ")));
+  std::set<std::string> declared, registered;
+  for (const auto& c : m->components) declared.insert(std::string(kind_name(c.kind)) + " " + c.name);
+  for (const auto& [key, f] : registry.factories) registered.insert(std::string(kind_name(key.first)) + " " + key.second);
+  if (declared != registered)
+    return R::failure(where + ": components registered by the library differ from the manifest: manifest declares [" +
+                      list_of(declared) + "], library registers [" + list_of(registered) + "]");
+  auto loaded = std::make_shared<Loaded>();
+  loaded->manifest = m;
+  loaded->factories = std::move(registry.factories);
+  loaded_[plugin] = loaded;
+  trace("  loaded {} with {} components", plugin, loaded->factories.size());
+  return true;
+}
+
+std::unique_ptr<Component> PluginHost::create(Kind kind, const Config& cfg, const BuildContext& ctx) {
+  std::string type = cfg.get<std::string>("type");
+  auto spec = find(type);
+  if (!spec) throw ConfigError(cfg.file(), cfg.pointer_to("type"), spec.error());
+  if ((*spec)->kind != kind)
+    throw ConfigError(cfg.file(), cfg.pointer_to("type"),
+                      "'" + type + "' is a " + kind_name((*spec)->kind) + ", expected a " + kind_name(kind));
+  auto ok = load((*spec)->plugin);
+  if (!ok) throw Error(ok.error());
+  const auto& factories = loaded_.at((*spec)->plugin)->factories;
+  const Factory& factory = factories.at({kind, (*spec)->name});
+  std::unique_ptr<Component> component;
+  try {
+    component = factory(cfg, ctx);
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw ConfigError(cfg.file(), cfg.pointer(), "component '" + type + "' failed to build: " + e.what());
+  } catch (...) {
+    throw ConfigError(cfg.file(), cfg.pointer(), "component '" + type + "' failed to build (unknown exception)");
+  }
+  if (!component) throw ConfigError(cfg.file(), cfg.pointer(), "component '" + type + "' factory returned nothing");
+  return component;
+}
+
+}  // namespace flowkit::core

@@ -1,0 +1,17 @@
+// flowkit/version.h — SDK and plugin-API version constants.
+#pragma once
+
+// The plugin API version. The host refuses a plugin before calling any of its code
+// unless plugin.api_major == FLOWKIT_API_MAJOR and plugin.api_minor <= FLOWKIT_API_MINOR.
+//
+// Version-bump rule (LLVM-style):
+//  * bump MAJOR (and reset MINOR to 0) for any change that breaks already-built plugins:
+//    a changed layout of flowkit_plugin_descriptor, a changed, removed or reordered virtual
+//    function in any interface class (domain, path, model, loss, solver, registry), a changed
+//    field in a struct passed across the boundary (PathSample, SolveResult, BuildContext...);
+//  * bump MINOR for additions that old plugins do not see: a new free helper in the SDK
+//    library, a new interface kind, a new non-virtual convenience function;
+//  * never change either for internal host changes.
+#define FLOWKIT_API_MAJOR 1
+#define FLOWKIT_API_MINOR 0
+#define FLOWKIT_VERSION "0.1.0"

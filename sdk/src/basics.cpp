@@ -1,0 +1,95 @@
+// Torch-free parts of the SDK: errors, Config, kind names, registry and component keys.
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <sstream>
+
+#include "flowkit/component.h"
+#include "flowkit/config.h"
+#include "flowkit/error.h"
+#include "flowkit/registry.h"
+
+namespace flowkit {
+
+Error::Error(const std::string& message) : std::runtime_error(message) {}
+Error::~Error() = default;
+
+static std::string located(const std::string& file, const std::string& pointer, const std::string& msg) {
+  std::string where = file.empty() ? std::string("<config>") : file;
+  return where + ":" + (pointer.empty() ? "/" : pointer) + ": " + msg;
+}
+
+ConfigError::ConfigError(std::string file, std::string pointer, std::string message)
+    : Error(located(file, pointer, message)),
+      file_(std::move(file)),
+      pointer_(std::move(pointer)),
+      message_(std::move(message)) {}
+ConfigError::~ConfigError() = default;
+
+Component::~Component() = default;
+Registry::~Registry() = default;
+
+const char* kind_name(Kind kind) {
+  switch (kind) {
+    case Kind::domain: return "domain";
+    case Kind::path: return "path";
+    case Kind::model: return "model";
+    case Kind::loss: return "loss";
+    case Kind::solver: return "solver";
+  }
+  return "?";
+}
+
+bool parse_kind(const std::string& s, Kind* out) {
+  for (Kind k : {Kind::domain, Kind::path, Kind::model, Kind::loss, Kind::solver})
+    if (s == kind_name(k)) {
+      *out = k;
+      return true;
+    }
+  return false;
+}
+
+// JSON pointer escaping (RFC 6901).
+static std::string escape_token(const std::string& key) {
+  std::string out;
+  for (char c : key) {
+    if (c == '~') out += "~0";
+    else if (c == '/') out += "~1";
+    else out += c;
+  }
+  return out;
+}
+
+Config::Config(nlohmann::json value, std::string file, std::string pointer)
+    : value_(std::move(value)), file_(std::move(file)), pointer_(std::move(pointer)) {
+  if (!value_.is_object()) throw ConfigError(file_, pointer_, "expected an object, found " + std::string(value_.type_name()));
+}
+
+bool Config::has(const std::string& key) const { return value_.contains(key); }
+
+std::string Config::pointer_to(const std::string& key) const { return pointer_ + "/" + escape_token(key); }
+
+Config Config::child(const std::string& key) const {
+  if (!has(key)) fail(key, "required section is missing");
+  return Config(value_.at(key), file_, pointer_to(key));
+}
+
+void Config::fail(const std::string& key, const std::string& message) const {
+  throw ConfigError(file_, pointer_to(key), message);
+}
+
+void Config::check_type(const std::string& key, const nlohmann::json& v, const char* expected) const {
+  std::string e = expected;
+  bool ok = e == "any" || (e == "boolean" && v.is_boolean()) || (e == "string" && v.is_string()) ||
+            (e == "number" && v.is_number()) ||
+            (e == "integer" && (v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>())));
+  if (!ok) fail(key, "expected " + e + ", found " + std::string(v.type_name()) + " " + v.dump());
+}
+
+std::string Config::describe(Range r) {
+  std::ostringstream s;
+  s << "[" << r.lo << ", " << r.hi << "]";
+  return s.str();
+}
+
+}  // namespace flowkit

@@ -1,0 +1,78 @@
+// Out-of-line key functions of the interface classes (one typeinfo, in libflowkit_sdk.so),
+// TensorMap, and the default behaviours of the interfaces.
+#include <torch/torch.h>
+
+#include "flowkit/domain.h"
+#include "flowkit/error.h"
+#include "flowkit/loss.h"
+#include "flowkit/model.h"
+#include "flowkit/path.h"
+#include "flowkit/solver.h"
+
+namespace flowkit {
+
+Domain::~Domain() = default;
+Path::~Path() = default;
+Model::~Model() = default;
+Loss::~Loss() = default;
+Solver::~Solver() = default;
+
+Conditioning Domain::sample_conditions(int64_t, torch::Generator&) const { return {}; }
+
+torch::Tensor Path::velocity_to_score(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) const {
+  throw Error("this path cannot convert a velocity into a score (needed by stochastic samplers)");
+}
+
+SolveResult Solver::sample(Model& model, const Path& path, const SampleRequest& request,
+                           torch::Generator& gen) const {
+  torch::NoGradGuard no_grad;
+  torch::Tensor x0 = path.prior(request.n, request.item_shape, gen, request.options);
+  torch::Tensor times = grid(request.steps).to(request.options.device()).to(request.options.dtype());
+  const Conditioning& cond = request.cond;
+  VectorField field = [&](const torch::Tensor& x, const torch::Tensor& t) {
+    return model.forward(x, t.expand({x.size(0)}), cond);
+  };
+  return integrate(field, x0, times, gen, request.keep_intermediates);
+}
+
+const torch::Tensor& TensorMap::at(const std::string& name) const {
+  auto it = map_.find(name);
+  if (it == map_.end()) {
+    std::string present;
+    for (const auto& [k, v] : map_) present += (present.empty() ? "" : ", ") + k;
+    throw Error("tensor field '" + name + "' is missing (present: " + (present.empty() ? "none" : present) + ")");
+  }
+  return it->second;
+}
+
+std::vector<std::string> TensorMap::names() const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : map_) out.push_back(k);
+  return out;
+}
+
+TensorMap TensorMap::to(const torch::Device& device) const {
+  TensorMap out;
+  for (const auto& [k, v] : map_) out.set(k, v.defined() ? v.to(device) : v);
+  return out;
+}
+
+TensorMap TensorMap::index_rows(const torch::Tensor& index, int64_t batch_size) const {
+  TensorMap out;
+  for (const auto& [k, v] : map_)
+    out.set(k, (v.defined() && v.dim() > 0 && v.size(0) == batch_size) ? v.index_select(0, index.to(v.device())) : v);
+  return out;
+}
+
+TensorMap TensorMap::cat(const std::vector<TensorMap>& parts) {
+  TensorMap out;
+  if (parts.empty()) return out;
+  for (const auto& name : parts.front().names()) {
+    std::vector<torch::Tensor> pieces;
+    for (const auto& p : parts) pieces.push_back(p.at(name));
+    out.set(name, torch::cat(pieces, 0));
+  }
+  return out;
+}
+
+}  // namespace flowkit

@@ -148,7 +148,8 @@ Expected<const ComponentSpec*> PluginHost::find(const std::string& type) const {
   std::string error;
   const PluginManifest* m = manifest_of(type.substr(0, dot), &error);
   if (!m) {
-    std::string hint = did_you_mean(type, component_types());
+    bool unknown_plugin = error.rfind("no plugin named", 0) == 0;
+    std::string hint = unknown_plugin ? did_you_mean(type, component_types()) : "";
     return R::failure(hint.empty() ? error : "unknown component '" + type + "'" + hint);
   }
   for (const auto& c : m->components)

@@ -102,6 +102,9 @@ struct Session::Impl {
     if (pipeline.resolved.contains("plugins"))
       for (const auto& [plugin, pin] : pipeline.resolved.at("plugins").items())
         host.pin_sha256(plugin, pin.at("sha256").get<std::string>());
+    // Network initialisation draws from LibTorch's global generator; seed it so that a run
+    // is a pure function of train.seed.
+    torch::manual_seed(static_cast<uint64_t>(train_cfg.get<int64_t>("seed")));
     build_components();
     gen = make_generator(device, static_cast<uint64_t>(train_cfg.get<int64_t>("seed")));
     torch::optim::AdamWOptions adam(train_cfg.get<double>("lr"));
@@ -117,6 +120,8 @@ struct Session::Impl {
     auto level = spdlog::default_logger()->level();
     auto logger = std::make_shared<spdlog::logger>("flowkit", spdlog::sinks_init_list{console, file});
     logger->set_level(level);
+    console->set_pattern("[%H:%M:%S] %^%l%$ %v");
+    file->set_pattern("[%Y-%m-%d %H:%M:%S.%e] %l %v");
     file->set_level(spdlog::level::debug);
     spdlog::set_default_logger(logger);
   }
@@ -291,7 +296,8 @@ struct Session::Impl {
     int64_t window_start = step;
     double loss_sum = 0;
     int64_t loss_count = 0;
-    while (step < total) {
+    const int64_t stop = options.stop_at_step >= 0 ? std::min(options.stop_at_step, total) : total;
+    while (step < stop) {
       double lr = lr_at(step);
       for (auto& group : optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
       Batch batch = domain->train_batch(batch_size, gen).to(device);
@@ -309,7 +315,7 @@ struct Session::Impl {
       loss_sum += value;
       ++loss_count;
       summary.final_loss = value;
-      bool last = step == total;
+      bool last = step == stop;
       if (step % log_every == 0 || last) {
         auto now = std::chrono::steady_clock::now();
         double secs = std::chrono::duration<double>(now - t_window).count();

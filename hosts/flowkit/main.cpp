@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
 
   std::string pipeline_file, runs_dir = "runs", run_name, checkpoint;
   bool resume = false;
+  int64_t stop_at = -1;
   auto* validate = app.add_subcommand("validate", "check a pipeline completely and print the resolved config");
   validate->add_option("pipeline", pipeline_file, "pipeline JSON")->required();
   struct RunCommand { const char* name; const char* help; CLI::App* cmd = nullptr; };
@@ -92,8 +93,10 @@ int main(int argc, char** argv) {
     r.cmd->add_option("pipeline", pipeline_file, "pipeline JSON")->required();
     r.cmd->add_option("--runs-dir", runs_dir, "parent of run directories")->capture_default_str();
     r.cmd->add_option("--name", run_name, "run name (default: the pipeline's name)");
-    if (std::string(r.name) == "train" || std::string(r.name) == "run")
+    if (std::string(r.name) == "train" || std::string(r.name) == "run") {
       r.cmd->add_flag("--resume", resume, "continue from the run's last checkpoint");
+      r.cmd->add_option("--stop-at", stop_at, "stop at this step with a checkpoint (continue later with --resume)");
+    }
     else
       r.cmd->add_option("--checkpoint", checkpoint, "checkpoint file (default: the run's last)");
   }
@@ -123,6 +126,7 @@ int main(int argc, char** argv) {
     options.runs_root = runs_dir;
     options.run_name = run_name;
     options.resume = resume;
+    options.stop_at_step = stop_at;
     options.checkpoint = checkpoint;
     options.progress_bar = isatty(STDERR_FILENO) && !quiet;
     core::Session session(pipeline, host, options);

@@ -19,6 +19,7 @@ struct RunOptions {
   bool resume = false;             // continue from checkpoints/last.pt
   std::string checkpoint;          // sample/eval: checkpoint to load (default checkpoints/last.pt)
   bool progress_bar = false;       // redraw one line on a terminal; plain lines otherwise
+  int64_t stop_at_step = -1;       // stop (with a checkpoint) at this step, as if interrupted
 };
 
 // What `train` did.

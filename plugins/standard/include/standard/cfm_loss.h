@@ -1,0 +1,41 @@
+// standard/cfm_loss.h — conditional flow matching: E ||v_theta(x_t, t) - dx_t||^2.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+#include "flowkit/config.h"
+#include "flowkit/loss.h"
+#include "flowkit/registry.h"
+
+namespace standard {
+
+struct CFMOptions {
+  std::string time_sampler = "uniform";  // uniform | logit_normal
+  double logit_mean = 0.0;
+  double logit_std = 1.0;
+  double label_dropout = 0.0;  // probability of replacing a label by the null class
+  int64_t num_classes = 0;     // null class index (from the domain)
+};
+
+// Draws n times: uniform on [0, 1) or sigmoid(N(logit_mean, logit_std^2)).
+torch::Tensor sample_times(const CFMOptions& options, int64_t n, torch::Generator& gen,
+                           const torch::TensorOptions& tensor_options);
+
+class CFMLoss : public flowkit::Loss {
+ public:
+  explicit CFMLoss(CFMOptions options) : options_(std::move(options)) {}
+  // batch "x" is x1; x0 from path->prior; passes batch "label" (after dropout) as cond.
+  flowkit::LossOutput compute(flowkit::Model& model, const flowkit::Path* path, const flowkit::Batch& batch,
+                              torch::Generator& gen) override;
+  const CFMOptions& options() const { return options_; }
+
+ private:
+  CFMOptions options_;
+};
+
+// Factory of `standard.cfm`: params time_sampler, logit_mean, logit_std, label_dropout.
+std::unique_ptr<flowkit::Component> make_cfm(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
+
+}  // namespace standard

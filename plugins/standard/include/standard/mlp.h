@@ -1,0 +1,64 @@
+// standard/mlp.h — a time-conditioned (optionally class-conditioned) MLP velocity model.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+#include "flowkit/config.h"
+#include "flowkit/model.h"
+#include "flowkit/registry.h"
+
+namespace standard {
+
+// Sinusoidal embedding of t ([B]) into [B, dim]: [sin(s t w_k), cos(s t w_k)] with
+// w_k = 10000^(-k/half), s = 1000 (t in [0, 1] covers the same range as integer steps).
+// An odd dim gets one zero column.
+torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim);
+
+struct MLPOptions {
+  int64_t in_dim = 2;
+  int64_t hidden = 256;
+  int64_t layers = 3;          // number of hidden layers (each `hidden` wide)
+  int64_t time_embedding_dim = 64;
+  std::string activation = "silu";  // silu | relu | gelu | tanh
+  bool class_conditional = false;
+  int64_t num_classes = 0;     // labels 0..num_classes-1; index num_classes is the null class
+};
+
+// h1 = act(W_in x + T(t) [+ E(label)]), h_{k+1} = act(W_k h_k), out = W_out h_L, where
+// T = Linear(sinusoidal(t)) -> act -> Linear and E is an embedding with a null class.
+class MLPNetImpl : public torch::nn::Module {
+ public:
+  explicit MLPNetImpl(const MLPOptions& options);
+  // x: [B, in_dim]; t: [B]; label: [B] int64 or undefined (-> null class).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& label);
+  const MLPOptions& options() const { return options_; }
+
+ private:
+  torch::Tensor act(const torch::Tensor& h) const;
+  MLPOptions options_;
+  torch::nn::Linear time1_{nullptr}, time2_{nullptr}, input_{nullptr}, output_{nullptr};
+  torch::nn::ModuleList hidden_{nullptr};
+  torch::nn::Embedding label_embedding_{nullptr};
+};
+TORCH_MODULE(MLPNet);
+
+class MLPModel : public flowkit::Model {
+ public:
+  MLPModel(const MLPOptions& options, std::vector<int64_t> item_shape, const std::string& device);
+  // x: [B, ...item_shape]; t: [B] or 0-dim; uses cond "label" when class_conditional.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const flowkit::Conditioning& cond) override;
+  torch::nn::Module& module() override { return *net_; }
+  MLPNet& net() { return net_; }
+
+ private:
+  MLPNet net_;
+  std::vector<int64_t> item_shape_;
+};
+
+// Factory of `standard.mlp`: params hidden, layers, activation, time_embedding_dim,
+// class_conditional. Needs ctx.domain (input shape, number of classes).
+std::unique_ptr<flowkit::Component> make_mlp(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
+
+}  // namespace standard

@@ -1,0 +1,437 @@
+// The toy 2-D and digits domains, the two-sample metrics and the image writers.
+#include <dlfcn.h>
+#include <torch/torch.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+
+#include "flowkit/error.h"
+#include "flowkit/io.h"
+#include "standard/domains.h"
+#include "standard/metrics.h"
+#include "standard/util.h"
+
+namespace standard {
+
+namespace fs = std::filesystem;
+using flowkit::Batch;
+
+// ---- metrics ----------------------------------------------------------------------------
+
+static torch::Tensor as_rows(const torch::Tensor& x) {
+  return x.detach().to(torch::kCPU, torch::kDouble).reshape({x.size(0), -1}).contiguous();
+}
+
+// Sum over all (i, j) of fn(|a_i - b_j|), in row chunks to bound memory.
+static double pairwise_sum(const torch::Tensor& a, const torch::Tensor& b,
+                           const std::function<torch::Tensor(const torch::Tensor&)>& fn) {
+  double total = 0;
+  const int64_t chunk = 512;
+  for (int64_t i = 0; i < a.size(0); i += chunk) {
+    torch::Tensor d = torch::cdist(a.slice(0, i, std::min(i + chunk, a.size(0))), b, 2.0, 2 /*no matmul*/);
+    total += fn(d).sum().item<double>();
+  }
+  return total;
+}
+
+double energy_distance(const torch::Tensor& x_in, const torch::Tensor& y_in) {
+  torch::Tensor x = as_rows(x_in), y = as_rows(y_in);
+  const double n = static_cast<double>(x.size(0)), m = static_cast<double>(y.size(0));
+  if (n < 2 || m < 2) throw flowkit::Error("energy_distance needs at least 2 samples on each side");
+  auto id = [](const torch::Tensor& d) { return d; };
+  double exy = pairwise_sum(x, y, id) / (n * m);
+  double exx = pairwise_sum(x, x, id) / (n * (n - 1));  // the zero diagonal drops out
+  double eyy = pairwise_sum(y, y, id) / (m * (m - 1));
+  return 2 * exy - exx - eyy;
+}
+
+double mmd_rbf(const torch::Tensor& x_in, const torch::Tensor& y_in, const std::vector<double>& multipliers) {
+  torch::Tensor x = as_rows(x_in), y = as_rows(y_in);
+  const double n = static_cast<double>(x.size(0)), m = static_cast<double>(y.size(0));
+  if (n < 2 || m < 2) throw flowkit::Error("mmd_rbf needs at least 2 samples on each side");
+  if (multipliers.empty()) throw flowkit::Error("mmd_rbf needs at least one bandwidth");
+  torch::Tensor pooled = torch::cat({x.slice(0, 0, 500), y.slice(0, 0, 500)}, 0);
+  torch::Tensor d = torch::cdist(pooled, pooled, 2.0, 2);
+  torch::Tensor off = ~torch::eye(pooled.size(0), torch::TensorOptions().dtype(torch::kBool));
+  double h = d.masked_select(off).median().item<double>();
+  if (!(h > 0)) h = 1.0;
+  auto kernel = [&](const torch::Tensor& dist) {
+    torch::Tensor d2 = dist.pow(2);
+    torch::Tensor k = torch::zeros_like(d2);
+    for (double mult : multipliers) k += torch::exp(-d2 / (2 * (mult * h) * (mult * h)));
+    return k / static_cast<double>(multipliers.size());
+  };
+  double kxx = (pairwise_sum(x, x, kernel) - n) / (n * (n - 1));  // k(a, a) = 1 on the diagonal
+  double kyy = (pairwise_sum(y, y, kernel) - m) / (m * (m - 1));
+  double kxy = pairwise_sum(x, y, kernel) / (n * m);
+  return kxx + kyy - 2 * kxy;
+}
+
+// Sorted columns `s` [n, P] evaluated at K quantile levels (k + 1/2)/K.
+static torch::Tensor quantiles(const torch::Tensor& s, int64_t K) {
+  const int64_t n = s.size(0);
+  if (n == K) return s;
+  torch::Tensor pos = ((torch::arange(K, torch::kDouble) + 0.5) / K * n - 0.5).clamp(0, n - 1);
+  torch::Tensor lo = pos.floor().to(torch::kLong);
+  torch::Tensor hi = (lo + 1).clamp_max(n - 1);
+  torch::Tensor w = (pos - lo.to(torch::kDouble)).unsqueeze(1);
+  return s.index_select(0, lo) * (1 - w) + s.index_select(0, hi) * w;
+}
+
+double sliced_w2(const torch::Tensor& x_in, const torch::Tensor& y_in, int64_t projections, torch::Generator& gen) {
+  torch::Tensor x = as_rows(x_in), y = as_rows(y_in);
+  if (x.size(1) != y.size(1)) throw flowkit::Error("sliced_w2: samples of different dimension");
+  if (x.size(0) < 1 || y.size(0) < 1 || projections < 1) throw flowkit::Error("sliced_w2: empty input");
+  torch::Tensor u = randn({projections, x.size(1)}, gen, torch::kDouble);
+  u = u / u.norm(2, 1, true);
+  torch::Tensor sx = std::get<0>(torch::sort(x.matmul(u.t()), 0));
+  torch::Tensor sy = std::get<0>(torch::sort(y.matmul(u.t()), 0));
+  const int64_t K = std::min(sx.size(0), sy.size(0));
+  return (quantiles(sx, K) - quantiles(sy, K)).pow(2).mean().item<double>();
+}
+
+static ModeStats mode_stats_from_distances(const torch::Tensor& d, double radius, double min_share) {
+  const int64_t n = d.size(0), k = d.size(1);
+  if (n < 1) throw flowkit::Error("mode statistics need at least one sample");
+  auto [dmin, idx] = torch::min(d, 1);
+  torch::Tensor near = dmin <= radius;
+  torch::Tensor counts = torch::bincount(idx.masked_select(near), {}, k).to(torch::kDouble);
+  ModeStats s;
+  s.precision = near.to(torch::kDouble).mean().item<double>();
+  s.coverage = (counts >= min_share * static_cast<double>(n) / static_cast<double>(k)).to(torch::kDouble).mean().item<double>();
+  return s;
+}
+
+ModeStats mode_stats_points(const torch::Tensor& x, const torch::Tensor& centers, double radius, double min_share) {
+  return mode_stats_from_distances(torch::cdist(as_rows(x), centers.to(torch::kDouble), 2.0, 2), radius, min_share);
+}
+
+ModeStats mode_stats_rings(const torch::Tensor& x, const std::vector<double>& radii, double radius, double min_share) {
+  torch::Tensor r = as_rows(x).norm(2, 1, true);
+  torch::Tensor d = (r - torch::tensor(radii, torch::kDouble).unsqueeze(0)).abs();
+  return mode_stats_from_distances(d, radius, min_share);
+}
+
+// ---- writers ----------------------------------------------------------------------------
+
+static std::vector<std::string> write_npy_of(const torch::Tensor& x_in, const std::string& dir, const std::string& stem) {
+  torch::Tensor x = x_in.detach().to(torch::kCPU, torch::kFloat).contiguous();
+  std::string path = (fs::path(dir) / (stem + ".npy")).string();
+  flowkit::io::write_npy(path, x.data_ptr<float>(), std::vector<int64_t>(x.sizes().begin(), x.sizes().end()));
+  return {path};
+}
+
+void write_scatter_png(const std::string& path, const torch::Tensor& points, int size, double extent) {
+  std::vector<uint8_t> rgb(static_cast<size_t>(size) * size * 3, 255);
+  auto put = [&](int px, int py, uint8_t r, uint8_t g, uint8_t b) {
+    if (px < 0 || py < 0 || px >= size || py >= size) return;
+    uint8_t* p = &rgb[(static_cast<size_t>(py) * size + px) * 3];
+    p[0] = r, p[1] = g, p[2] = b;
+  };
+  auto to_px = [&](double v) { return static_cast<int>(std::floor((v + extent) / (2 * extent) * size)); };
+  for (int i = 0; i < size; ++i) {  // light axes through the origin
+    put(i, to_px(0.0), 220, 220, 220);
+    put(to_px(0.0), i, 220, 220, 220);
+  }
+  torch::Tensor p = points.detach().to(torch::kCPU, torch::kDouble).reshape({points.size(0), -1}).contiguous();
+  if (p.size(1) < 2) throw flowkit::Error("write_scatter_png needs 2-D points");
+  auto a = p.accessor<double, 2>();
+  for (int64_t i = 0; i < p.size(0); ++i) {
+    if (!std::isfinite(a[i][0]) || !std::isfinite(a[i][1])) continue;
+    int px = to_px(a[i][0]), py = to_px(-a[i][1]);
+    for (int dy = 0; dy < 2; ++dy)
+      for (int dx = 0; dx < 2; ++dx) put(px + dx, py + dy, 31, 119, 180);
+  }
+  flowkit::io::write_png_rgb(path, size, size, rgb);
+}
+
+void write_digit_grid_png(const std::string& path, const torch::Tensor& x_in, int64_t columns, int scale) {
+  torch::Tensor x = x_in.detach().to(torch::kCPU, torch::kDouble).reshape({x_in.size(0), -1}).contiguous();
+  if (x.size(1) != 64) throw flowkit::Error("write_digit_grid_png needs items of 64 pixels");
+  const int64_t count = std::min<int64_t>(x.size(0), columns * columns);
+  const int64_t cols = std::max<int64_t>(1, std::min(columns, count));
+  const int64_t rows = std::max<int64_t>(1, (count + cols - 1) / cols);
+  const int pad = 2, cell = 8 * scale;
+  const int width = static_cast<int>(cols * (cell + pad) + pad), height = static_cast<int>(rows * (cell + pad) + pad);
+  std::vector<uint8_t> rgb(static_cast<size_t>(width) * height * 3, 128);
+  auto a = x.accessor<double, 2>();
+  for (int64_t k = 0; k < count; ++k) {
+    const int ox = static_cast<int>((k % cols) * (cell + pad) + pad), oy = static_cast<int>((k / cols) * (cell + pad) + pad);
+    for (int py = 0; py < cell; ++py)
+      for (int px = 0; px < cell; ++px) {
+        double v = a[k][(py / scale) * 8 + px / scale];
+        double g = std::isfinite(v) ? std::clamp((v + 1) / 2, 0.0, 1.0) : 0.0;
+        uint8_t* p = &rgb[(static_cast<size_t>(oy + py) * width + ox + px) * 3];
+        p[0] = p[1] = p[2] = static_cast<uint8_t>(std::lround(255 * g));
+      }
+  }
+  flowkit::io::write_png_rgb(path, width, height, rgb);
+}
+
+// ---- evaluation shared by both domains --------------------------------------------------
+
+static nlohmann::json evaluate_common(const std::string& domain, const std::vector<std::string>& available,
+                                      const Batch& generated, const Batch& reference,
+                                      const std::vector<std::string>& metrics, int64_t projections,
+                                      torch::Generator& gen, const std::function<ModeStats(const torch::Tensor&)>& modes) {
+  nlohmann::json out = nlohmann::json::object();
+  const torch::Tensor& x = generated.at("x");
+  const torch::Tensor& y = reference.at("x");
+  std::optional<ModeStats> stats;
+  for (const std::string& name : metrics) {
+    if (std::find(available.begin(), available.end(), name) == available.end()) {
+      std::string list;
+      for (const auto& a : available) list += (list.empty() ? "" : ", ") + a;
+      throw flowkit::Error(domain + ": unknown metric '" + name + "' (available: " + list + ")");
+    }
+    if (name == "energy_distance") out[name] = energy_distance(x, y);
+    else if (name == "mmd_rbf") out[name] = mmd_rbf(x, y);
+    else if (name == "sliced_w2") out[name] = sliced_w2(x, y, projections, gen);
+    else {
+      if (!stats) stats = modes(x);
+      out[name] = name == "mode_coverage" ? stats->coverage : stats->precision;
+    }
+  }
+  return out;
+}
+
+// ---- toy 2-D ----------------------------------------------------------------------------
+
+const std::vector<std::string>& toy2d_datasets() {
+  static const std::vector<std::string> names{"8gaussians", "moons", "checkerboard", "spirals", "rings"};
+  return names;
+}
+
+torch::Tensor eight_gaussians_centers() {
+  torch::Tensor angle = torch::arange(8, torch::kDouble) * (M_PI / 4);
+  return torch::stack({torch::cos(angle), torch::sin(angle)}, 1) * (2 * std::sqrt(2.0));
+}
+
+const std::vector<double>& rings_radii() {
+  static const std::vector<double> radii{0.75, 1.5, 2.25, 3.0};
+  return radii;
+}
+
+torch::Tensor sample_toy2d(const std::string& dataset, int64_t n, torch::Generator& gen) {
+  const auto D = torch::TensorOptions().dtype(torch::kDouble);
+  torch::Tensor out;
+  if (dataset == "8gaussians") {
+    torch::Tensor k = randint(8, {n}, gen);
+    out = eight_gaussians_centers().index_select(0, k) + (0.5 / std::sqrt(2.0)) * randn({n, 2}, gen, D);
+  } else if (dataset == "moons") {
+    torch::Tensor theta = M_PI * rand({n}, gen, D);
+    torch::Tensor lower = randint(2, {n}, gen).to(torch::kDouble);
+    torch::Tensor px = torch::cos(theta) * (1 - lower) + (1 - torch::cos(theta)) * lower;
+    torch::Tensor py = torch::sin(theta) * (1 - lower) + (0.5 - torch::sin(theta)) * lower;
+    out = (torch::stack({px, py}, 1) + 0.1 * randn({n, 2}, gen, D)) * 2 +
+          torch::tensor({-1.0, -0.2}, D).unsqueeze(0);
+  } else if (dataset == "checkerboard") {
+    torch::Tensor x1 = rand({n}, gen, D) * 4 - 2;
+    torch::Tensor x2 = rand({n}, gen, D) - randint(2, {n}, gen).to(torch::kDouble) * 2;
+    x2 = x2 + torch::remainder(torch::floor(x1), 2);
+    out = torch::stack({x1, x2}, 1) * 2;
+  } else if (dataset == "spirals") {
+    torch::Tensor theta = torch::sqrt(rand({n}, gen, D)) * (3 * M_PI);
+    torch::Tensor dx = -torch::cos(theta) * theta + rand({n}, gen, D) * 0.5;
+    torch::Tensor dy = torch::sin(theta) * theta + rand({n}, gen, D) * 0.5;
+    torch::Tensor sign = randint(2, {n}, gen).to(torch::kDouble) * 2 - 1;
+    out = torch::stack({dx, dy}, 1) * sign.unsqueeze(1) / 3 + 0.1 * randn({n, 2}, gen, D);
+  } else if (dataset == "rings") {
+    torch::Tensor r = torch::tensor(rings_radii(), D).index_select(0, randint(4, {n}, gen));
+    torch::Tensor theta = 2 * M_PI * rand({n}, gen, D);
+    r = r + 0.08 * randn({n}, gen, D);
+    out = torch::stack({r * torch::cos(theta), r * torch::sin(theta)}, 1);
+  } else {
+    throw flowkit::Error("toy2d: unknown dataset '" + dataset + "'");
+  }
+  return out.to(torch::kFloat);
+}
+
+Toy2dDomain::Toy2dDomain(std::string dataset, int64_t projections, std::string device)
+    : dataset_(std::move(dataset)), projections_(projections), device_(device) {}
+
+Batch Toy2dDomain::train_batch(int64_t n, torch::Generator& gen) {
+  Batch b;
+  b.set("x", sample_toy2d(dataset_, n, gen).to(device_));
+  return b;
+}
+
+Batch Toy2dDomain::reference(int64_t n, torch::Generator& gen) { return train_batch(n, gen); }
+
+std::vector<std::string> Toy2dDomain::metric_names() const {
+  std::vector<std::string> names{"energy_distance", "mmd_rbf", "sliced_w2"};
+  if (dataset_ == "8gaussians" || dataset_ == "rings") {
+    names.push_back("mode_coverage");
+    names.push_back("mode_precision");
+  }
+  return names;
+}
+
+nlohmann::json Toy2dDomain::evaluate(const Batch& generated, const Batch& reference,
+                                     const std::vector<std::string>& metrics, torch::Generator& gen) const {
+  auto modes = [this](const torch::Tensor& x) {
+    if (dataset_ == "8gaussians")
+      return mode_stats_points(x, eight_gaussians_centers(), kEightGaussiansModeRadius, kModeMinShare);
+    return mode_stats_rings(x, rings_radii(), kRingsModeRadius, kModeMinShare);
+  };
+  return evaluate_common("toy2d (" + dataset_ + ")", metric_names(), generated, reference, metrics, projections_, gen,
+                         modes);
+}
+
+std::vector<std::string> Toy2dDomain::write(const Batch& samples, const std::string& dir,
+                                            const std::string& stem) const {
+  const torch::Tensor& x = samples.at("x");
+  std::vector<std::string> paths = write_npy_of(x, dir, stem);
+  std::string png = (fs::path(dir) / (stem + ".png")).string();
+  write_scatter_png(png, x);
+  paths.push_back(png);
+  return paths;
+}
+
+std::unique_ptr<flowkit::Component> make_toy2d(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
+  std::string dataset = choice_param(cfg, "dataset", "8gaussians", toy2d_datasets());
+  int64_t projections = param<int64_t>(cfg, "projections", 128, flowkit::Range::at_least(1));
+  return std::make_unique<Toy2dDomain>(dataset, projections, ctx.device);
+}
+
+// ---- digits -----------------------------------------------------------------------------
+
+DigitsData load_digits_csv_gz(const std::string& file) {
+  gzFile gz = gzopen(file.c_str(), "rb");
+  if (!gz) throw flowkit::Error("digits: cannot open '" + file + "'");
+  std::vector<int64_t> pixels, labels;
+  char line[4096];
+  int64_t lineno = 0;
+  try {
+    while (gzgets(gz, line, sizeof line)) {
+      ++lineno;
+      const char* p = line;
+      while (*p == ' ' || *p == '\t') ++p;
+      if (*p == '\n' || *p == '\r' || *p == '\0') continue;
+      int64_t values[65];
+      int count = 0;
+      for (;;) {
+        char* end = nullptr;
+        long v = std::strtol(p, &end, 10);
+        if (end == p) break;
+        if (count == 65) { count = 66; break; }
+        values[count++] = v;
+        p = end;
+        while (*p == ' ') ++p;
+        if (*p != ',') break;
+        ++p;
+      }
+      if (count != 65)
+        throw flowkit::Error("digits: '" + file + "' line " + std::to_string(lineno) + ": expected 65 integers");
+      for (int i = 0; i < 64; ++i)
+        if (values[i] < 0 || values[i] > 16)
+          throw flowkit::Error("digits: '" + file + "' line " + std::to_string(lineno) + ": pixel outside 0..16");
+      if (values[64] < 0 || values[64] > 9)
+        throw flowkit::Error("digits: '" + file + "' line " + std::to_string(lineno) + ": label outside 0..9");
+      pixels.insert(pixels.end(), values, values + 64);
+      labels.push_back(values[64]);
+    }
+  } catch (...) {
+    gzclose(gz);
+    throw;
+  }
+  int errnum = 0;
+  const char* msg = gzerror(gz, &errnum);
+  std::string error = (errnum != Z_OK && errnum != Z_STREAM_END) ? std::string(msg) : std::string();
+  gzclose(gz);
+  if (!error.empty()) throw flowkit::Error("digits: reading '" + file + "' failed: " + error);
+  const int64_t n = static_cast<int64_t>(labels.size());
+  if (n == 0) throw flowkit::Error("digits: '" + file + "' holds no rows");
+  DigitsData d;
+  d.pixels = torch::tensor(pixels, torch::kLong).reshape({n, 64});
+  d.labels = torch::tensor(labels, torch::kLong);
+  return d;
+}
+
+std::string plugin_directory() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&plugin_directory), &info) == 0 || !info.dli_fname)
+    throw flowkit::Error("standard: cannot locate the plugin library (dladdr failed)");
+  std::error_code ec;
+  fs::path lib = fs::weakly_canonical(fs::absolute(info.dli_fname), ec);
+  if (ec) lib = fs::absolute(info.dli_fname);
+  return lib.parent_path().string();
+}
+
+DigitsDomain::DigitsDomain(const std::string& file, int64_t projections, std::string device)
+    : projections_(projections), device_(device) {
+  DigitsData d = load_digits_csv_gz(file);
+  const int64_t n = d.labels.size(0);
+  if (n <= kDigitsTestRows)
+    throw flowkit::Error("digits: '" + file + "' has " + std::to_string(n) + " rows, need more than " +
+                         std::to_string(kDigitsTestRows));
+  torch::Tensor x = d.pixels.to(torch::kFloat) / 8 - 1;
+  const int64_t split = n - kDigitsTestRows;
+  train_x_ = x.slice(0, 0, split).contiguous();
+  train_y_ = d.labels.slice(0, 0, split).contiguous();
+  test_x_ = x.slice(0, split).contiguous();
+  test_y_ = d.labels.slice(0, split).contiguous();
+}
+
+Batch DigitsDomain::train_batch(int64_t n, torch::Generator& gen) {
+  torch::Tensor idx = randint(train_x_.size(0), {n}, gen);
+  Batch b;
+  b.set("x", train_x_.index_select(0, idx).to(device_));
+  b.set("label", train_y_.index_select(0, idx).to(device_));
+  return b;
+}
+
+Batch DigitsDomain::reference(int64_t n, torch::Generator& gen) {
+  torch::Tensor idx = randperm(test_x_.size(0), gen).slice(0, 0, std::min(n, test_x_.size(0)));
+  Batch b;
+  b.set("x", test_x_.index_select(0, idx).to(device_));
+  b.set("label", test_y_.index_select(0, idx).to(device_));
+  return b;
+}
+
+flowkit::Conditioning DigitsDomain::sample_conditions(int64_t n, torch::Generator& gen) const {
+  flowkit::Conditioning c;
+  c.set("label", randint(10, {n}, gen).to(device_));
+  return c;
+}
+
+std::vector<std::string> DigitsDomain::metric_names() const { return {"energy_distance", "mmd_rbf", "sliced_w2"}; }
+
+nlohmann::json DigitsDomain::evaluate(const Batch& generated, const Batch& reference,
+                                      const std::vector<std::string>& metrics, torch::Generator& gen) const {
+  return evaluate_common("digits", metric_names(), generated, reference, metrics, projections_, gen,
+                         [](const torch::Tensor&) -> ModeStats { throw flowkit::Error("digits: no modes"); });
+}
+
+std::vector<std::string> DigitsDomain::write(const Batch& samples, const std::string& dir,
+                                             const std::string& stem) const {
+  const torch::Tensor& x = samples.at("x");
+  std::vector<std::string> paths = write_npy_of(x, dir, stem);
+  std::string png = (fs::path(dir) / (stem + ".png")).string();
+  write_digit_grid_png(png, x);
+  paths.push_back(png);
+  return paths;
+}
+
+std::unique_ptr<flowkit::Component> make_digits(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
+  std::optional<std::string> file = optional_string(cfg, "file");
+  int64_t projections = param<int64_t>(cfg, "projections", 128, flowkit::Range::at_least(1));
+  std::string path = file ? *file : (fs::path(plugin_directory()) / "data" / "digits.csv.gz").string();
+  if (!fs::exists(path))
+    cfg.fail("file", file ? "no such file: '" + path + "'"
+                          : "the digits data is not installed beside the plugin ('" + path +
+                                "' is missing); pass its location as `file`");
+  try {
+    return std::make_unique<DigitsDomain>(path, projections, ctx.device);
+  } catch (const flowkit::ConfigError&) {
+    throw;
+  } catch (const flowkit::Error& e) {
+    cfg.fail("file", e.what());
+  }
+}
+
+}  // namespace standard

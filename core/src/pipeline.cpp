@@ -26,7 +26,7 @@ const char* kHostSchema = R"json({
   "lr_schedule": {"type": "string", "default": "cosine", "choices": ["constant", "cosine"], "doc": "after warm-up: constant, or cosine decay to min_lr_ratio*lr at the last step"},
   "warmup_steps": {"type": "integer", "default": 0, "min": 0, "doc": "linear warm-up from 0 to lr"},
   "min_lr_ratio": {"type": "number", "default": 0.0, "min": 0, "max": 1, "doc": "final lr of the cosine schedule as a fraction of lr"},
-  "ema_decay": {"type": "number", "default": 0.999, "min": 0, "max": 1, "doc": "EMA of the weights (used for sampling); 0 disables"},
+  "ema_decay": {"type": "number", "default": 0.999, "min": 0, "max": 1, "doc": "EMA of the weights (used for sampling), with warm-up min(decay, (1+step)/(10+step)); 0 disables"},
   "grad_clip": {"type": "number", "default": 1.0, "min": 0, "doc": "clip the global gradient norm to this value; 0 disables"},
   "seed": {"type": "integer", "default": 0, "min": 0, "doc": "seed of the run's generator (data, noise, times)"},
   "threads": {"type": "integer", "default": 1, "min": 1, "max": 256, "doc": "LibTorch intra-op threads (and OpenBLAS threads); 1 was fastest here for small models"},

@@ -76,7 +76,15 @@ std::vector<std::string> plugin_search_dirs(const SearchOptions& options) {
     if (fs::is_directory(installed, ec)) dirs.push_back(installed.string());
     else if (*FLOWKIT_BUILD_PLUGIN_DIR) dirs.push_back(FLOWKIT_BUILD_PLUGIN_DIR);
   }
-  return dirs;
+  // The same folder named twice (relative and absolute) is searched once.
+  std::vector<std::string> unique;
+  std::set<std::string> seen;
+  for (const auto& d : dirs) {
+    std::error_code ec;
+    std::string key = fs::weakly_canonical(fs::absolute(d, ec), ec).string();
+    if (seen.insert(key.empty() ? d : key).second) unique.push_back(d);
+  }
+  return unique;
 }
 
 // A loaded plugin: its library stays mapped for the life of the process (LibTorch

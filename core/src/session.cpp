@@ -310,7 +310,8 @@ struct Session::Impl {
       if (clip > 0) grad_norm = torch::nn::utils::clip_grad_norm_(model->module().parameters(), clip);
       if (!std::isfinite(grad_norm)) fail_non_finite("gradient norm", grad_norm);
       optimizer->step();
-      if (ema_decay > 0) update_ema(ema_decay);
+      // EMA warm-up: early averages would otherwise be dominated by the random initialisation.
+      if (ema_decay > 0) update_ema(std::min(ema_decay, (1.0 + step) / (10.0 + step)));
       ++step;
       loss_sum += value;
       ++loss_count;

@@ -11,7 +11,7 @@ std::string fmt_default(const core::ParamSpec& p) {
 std::string fmt_range(const core::ParamSpec& p) {
   std::string r;
   if (!p.choices.empty()) {
-    for (const auto& c : p.choices) r += (r.empty() ? "" : " | ") + c;
+    for (const auto& c : p.choices) r += (r.empty() ? "" : ", ") + c;
     return r;
   }
   if (p.min && p.max) r = fmt::format("[{}, {}]", *p.min, *p.max);

@@ -93,7 +93,7 @@ torch::Tensor AffinePath::prior(int64_t n, const std::vector<int64_t>& item_shap
 torch::Tensor AffinePath::velocity_to_score(const torch::Tensor& v, const torch::Tensor& x,
                                             const torch::Tensor& t) const {
   SchedulerOutput c = coefficients(t, x);
-  return (c.alpha * v - c.d_alpha * x) / (c.d_alpha * c.sigma - c.alpha * c.d_sigma);
+  return (c.alpha * v - c.d_alpha * x) / (c.sigma * (c.d_alpha * c.sigma - c.alpha * c.d_sigma));
 }
 
 torch::Tensor AffinePath::target_to_velocity(const torch::Tensor& x1, const torch::Tensor& x,

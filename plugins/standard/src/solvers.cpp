@@ -66,7 +66,7 @@ torch::Tensor heun_step(const VectorField& f, const torch::Tensor& x, double t, 
   *nfe += 2;
   torch::Tensor k1 = f(x, time_tensor(t, x));
   torch::Tensor k2 = f(x + h * k1, time_tensor(t + h, x));
-  return x + h * k1 + 0 * k2;
+  return x + (0.5 * h) * (k1 + k2);
 }
 
 torch::Tensor rk4_step(const VectorField& f, const torch::Tensor& x, double t, double h, int64_t* nfe) {

@@ -102,6 +102,19 @@ TEST(Trainer, ResumeIsBitExact) {
     ++lines;
   }
   EXPECT_EQ(lines, 4);
+  // weights.pt: a plain name -> tensor dict (what Python's torch.load reads).
+  std::ifstream wf(tmp.path() / "straight/weights.pt", std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(wf)), std::istreambuf_iterator<char>());
+  auto weights = torch::pickle_load(bytes).toGenericDict();
+  size_t tensors = 0;
+  for (const auto& [key, t] : a) tensors += key.rfind("param_", 0) == 0 || key.rfind("buffer_", 0) == 0;
+  EXPECT_EQ(weights.size(), tensors);  // one entry per parameter and buffer, by name
+  int ema_index = 0;
+  for (const auto& item : weights) {
+    EXPECT_FALSE(item.key().toStringRef().empty());
+    if (!a.count("ema_" + std::to_string(ema_index))) break;  // buffers follow the parameters
+    EXPECT_TRUE(torch::equal(item.value().toTensor(), a.at("ema_" + std::to_string(ema_index++))));
+  }
 }
 
 TEST(Trainer, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {

@@ -92,6 +92,16 @@ Expected<PluginManifest> read_manifest(const std::string& file) {
         throw ConfigError(file, ptr + "/kind", "expected one of domain, path, model, loss, solver; found \"" + kind + "\"");
       spec.name = expect_string(c, "name", file, ptr);
       spec.summary = expect_string(c, "summary", file, ptr, false);
+      if (c.contains("needs")) {
+        const auto& needs = c.at("needs");
+        if (!needs.is_array()) throw ConfigError(file, ptr + "/needs", "expected an array of kinds");
+        for (size_t k = 0; k < needs.size(); ++k) {
+          Kind need;
+          if (!needs[k].is_string() || !parse_kind(needs[k].get<std::string>(), &need))
+            throw ConfigError(file, ptr + "/needs/" + std::to_string(k), "expected one of domain, path, model, loss, solver; found " + needs[k].dump());
+          spec.needs.push_back(need);
+        }
+      }
       if (c.contains("params")) {
         if (!c.at("params").is_object()) throw ConfigError(file, ptr + "/params", "expected an object");
         for (const auto& [pname, pspec] : c.at("params").items())

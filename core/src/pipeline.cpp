@@ -252,6 +252,10 @@ Validation validate_pipeline(const nlohmann::json& doc, const std::string& file,
       continue;
     }
     resolved[section] = check_params((*spec)->params, s, file, ptr, problems, {"type"});
+    for (Kind need : (*spec)->needs)
+      if (!doc.contains(kind_name(need)))
+        problems.push_back({file, ptr + "/type", "'" + type + "' needs a \"" + kind_name(need) +
+                                                     "\" section, which the pipeline does not have"});
   }
 
   for (const auto& hs : host_sections()) {

@@ -197,6 +197,17 @@ struct Session::Impl {
     fs::rename(last_tmp, last_checkpoint());
   }
 
+  // The sampling weights (EMA when enabled) as a name -> tensor dict that Python's
+  // torch.load reads and nn.Module.load_state_dict accepts.
+  void export_weights() {
+    EmaSwap swap(*this, true);
+    c10::Dict<std::string, at::Tensor> dict;
+    for (const auto& p : model->module().named_parameters()) dict.insert(p.key(), p.value().detach().cpu().clone());
+    for (const auto& b : model->module().named_buffers()) dict.insert(b.key(), b.value().detach().cpu().clone());
+    std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
+    io::write_file_atomic((dir / "weights.pt").string(), std::string(bytes.begin(), bytes.end()));
+  }
+
   void load_checkpoint(const fs::path& file) {
     if (!fs::exists(file)) throw Error("checkpoint '" + file.string() + "' does not exist; train first (flowkit train)");
     torch::serialize::InputArchive a;
@@ -343,6 +354,7 @@ struct Session::Impl {
       }
       if ((ckpt_every > 0 && step % ckpt_every == 0) || last) save_checkpoint();
     }
+    export_weights();
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     summary.end_step = step;
     summary.steps_per_second = static_cast<double>(step - summary.start_step) / std::max(secs, 1e-9);

@@ -20,6 +20,11 @@ std::string fmt_range(const core::ParamSpec& p) {
   if (p.allow_inf) r += (r.empty() ? "" : ", ") + std::string("or \"inf\"");
   return r;
 }
+std::string needs(const core::ComponentSpec& s) {
+  std::string out;
+  for (Kind k : s.needs) out += (out.empty() ? "" : ", ") + std::string(kind_name(k));
+  return out;
+}
 std::string title(const core::ComponentSpec& s) {
   return s.plugin == "flowkit" ? "\"" + s.name + "\" section" : s.type() + " (" + kind_name(s.kind) + ")";
 }
@@ -27,6 +32,7 @@ std::string title(const core::ComponentSpec& s) {
 
 std::string describe_text(const core::ComponentSpec& s) {
   std::string out = title(s) + "\n  " + s.summary + "\n";
+  if (!s.needs.empty()) out += "  needs: " + needs(s) + "\n";
   if (s.params.empty()) return out + "  (no parameters)\n";
   out += "  parameters:\n";
   for (const auto& p : s.params) {
@@ -39,6 +45,7 @@ std::string describe_text(const core::ComponentSpec& s) {
 std::string describe_markdown(const core::ComponentSpec& s) {
   std::string out = "### `" + (s.plugin == "flowkit" ? s.name : s.type()) + "`" +
                     (s.plugin == "flowkit" ? "" : std::string(" — ") + kind_name(s.kind)) + "\n\n" + s.summary + "\n\n";
+  if (!s.needs.empty()) out += "Needs: " + needs(s) + ".\n\n";
   if (s.params.empty()) return out + "No parameters.\n\n";
   out += "| parameter | type | default | allowed | description |\n|---|---|---|---|---|\n";
   for (const auto& p : s.params)

@@ -1,11 +1,12 @@
 # flowkit_add_plugin(NAME <plugin> SOURCES <src>... MANIFEST <plugin.json>
-#                    [OUTPUT_DIRECTORY <dir>] [INSTALL_DESTINATION <dir>] [NO_INSTALL])
+#                    [OUTPUT_DIRECTORY <dir>] [INSTALL_DESTINATION <dir>] [NO_INSTALL]
+#                    [NO_PRECOMPILED_HEADER])
 #
 # Builds the plugin module lib<plugin>.so with hidden visibility (only the entry symbol
 # is exported), puts it beside a copy of its manifest in <dir>/<plugin>/, and installs both
 # into <prefix>/lib/flowkit/plugins/<plugin>/ (or INSTALL_DESTINATION/<plugin>).
 function(flowkit_add_plugin)
-  cmake_parse_arguments(FK "NO_INSTALL" "NAME;MANIFEST;OUTPUT_DIRECTORY;INSTALL_DESTINATION" "SOURCES" ${ARGN})
+  cmake_parse_arguments(FK "NO_INSTALL;NO_PRECOMPILED_HEADER" "NAME;MANIFEST;OUTPUT_DIRECTORY;INSTALL_DESTINATION" "SOURCES" ${ARGN})
   if(NOT FK_NAME OR NOT FK_SOURCES OR NOT FK_MANIFEST)
     message(FATAL_ERROR "flowkit_add_plugin: NAME, SOURCES and MANIFEST are required")
   endif()
@@ -26,7 +27,7 @@ function(flowkit_add_plugin)
     CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON
     LIBRARY_OUTPUT_DIRECTORY ${FK_OUTPUT_DIRECTORY}/${FK_NAME}
     INSTALL_RPATH "$ORIGIN/../../..")
-  if(COMMAND flowkit_use_pch)
+  if(COMMAND flowkit_use_pch AND NOT FK_NO_PRECOMPILED_HEADER)
     flowkit_use_pch(${FK_NAME})
   endif()
   get_filename_component(manifest ${FK_MANIFEST} ABSOLUTE)

@@ -28,7 +28,8 @@ struct ComponentSpec {
   std::string plugin;                    // "standard"
   std::string name;                      // "mlp"
   std::string summary;
-  std::vector<ParamSpec> params;         // in manifest order
+  std::vector<Kind> needs;               // other pipeline sections it needs ("needs": ["domain"])
+  std::vector<ParamSpec> params;         // sorted by name
   std::string type() const { return plugin + "." + name; }
   const ParamSpec* param(const std::string& key) const;
 };

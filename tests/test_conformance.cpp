@@ -1,0 +1,182 @@
+// Conformance: every component of every kind found on the plugin path, loaded through the
+// real plugin host, must honour its interface's contract (ggml-style: one test per
+// interface that each implementation passes). New plugins get these checks for free.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "flowkit/core/pipeline.h"
+#include "flowkit/core/plugin_host.h"
+#include "flowkit/flowkit.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using namespace flowkit;
+using namespace flowkit::core;
+
+namespace {
+PluginHost& host() {
+  static PluginHost* h = [] {
+    SearchOptions o;
+    o.use_environment = false;
+    return new PluginHost(o);
+  }();
+  return *h;
+}
+
+std::vector<const ComponentSpec*> all_of(Kind kind) {
+  std::vector<const ComponentSpec*> out;
+  for (const auto& m : host().plugins())
+    for (const auto& c : m.components)
+      if (c.kind == kind) out.push_back(&c);
+  return out;
+}
+
+// The component's config with every default filled in, plus `overrides`.
+Config defaults(const ComponentSpec& spec, nlohmann::json overrides = nlohmann::json::object()) {
+  std::vector<Problem> problems;
+  nlohmann::json doc = {{"type", spec.type()}};
+  for (const auto& [k, v] : overrides.items())
+    if (spec.param(k)) doc[k] = v;
+  auto resolved = check_params(spec.params, doc, "conformance.json", "/" + spec.name, problems, {"type"});
+  EXPECT_TRUE(problems.empty()) << spec.type() << ": " << (problems.empty() ? "" : problems[0].str());
+  return Config(resolved, "conformance.json", "/" + spec.name);
+}
+
+template <class I>
+std::unique_ptr<I> make(Kind kind, const Config& cfg, const BuildContext& ctx) {
+  auto c = host().create(kind, cfg, ctx);
+  auto* p = dynamic_cast<I*>(c.get());
+  EXPECT_NE(p, nullptr) << cfg.get<std::string>("type") << " does not implement its interface";
+  c.release();
+  return std::unique_ptr<I>(p);
+}
+
+// A base context for components that need others: a 2-D domain, the affine path, an MLP.
+struct Base {
+  std::unique_ptr<Domain> domain;
+  std::unique_ptr<Path> path;
+  std::unique_ptr<Model> model;
+  BuildContext ctx;
+  Base() {
+    ctx.build = [this](Kind k, const Config& c) { return host().create(k, c, ctx); };
+    domain = make<Domain>(Kind::domain, defaults(**host().find("standard.toy2d")), ctx);
+    ctx.domain = domain.get();
+    path = make<Path>(Kind::path, defaults(**host().find("standard.affine")), ctx);
+    ctx.path = path.get();
+    model = make<Model>(Kind::model, defaults(**host().find("standard.mlp"), {{"hidden", 16}, {"layers", 1}}), ctx);
+    ctx.model = model.get();
+  }
+};
+}  // namespace
+
+TEST(Conformance, EveryKindHasImplementations) {
+  for (Kind k : {Kind::domain, Kind::path, Kind::model, Kind::loss, Kind::solver}) EXPECT_FALSE(all_of(k).empty()) << kind_name(k);
+}
+
+TEST(Conformance, Solvers) {
+  Base base;
+  for (const auto* spec : all_of(Kind::solver)) {
+    SCOPED_TRACE(spec->type());
+    // Stochastic solvers are checked on their deterministic limit where they have one.
+    auto solver = make<Solver>(Kind::solver, defaults(*spec, {{"diffusion", 0.0}, {"steps", 40}}), base.ctx);
+    torch::Tensor grid = solver->grid(0);
+    ASSERT_EQ(grid.dim(), 1);
+    ASSERT_GE(grid.size(0), 2);
+    EXPECT_NEAR(grid[0].item<double>(), 0.0, 1e-12);
+    EXPECT_NEAR(grid[-1].item<double>(), 1.0, 1e-12);
+    EXPECT_TRUE((grid.diff() > 0).all().item<bool>());
+    auto x0 = torch::ones({5, 2}, torch::kDouble);
+    VectorField decay = [](const torch::Tensor& x, const torch::Tensor&) { return -x; };
+    auto g1 = at::detail::createCPUGenerator(7), g2 = at::detail::createCPUGenerator(7);
+    SolveResult a = solver->integrate(decay, x0, grid.to(torch::kDouble), g1, true);
+    SolveResult b = solver->integrate(decay, x0, grid.to(torch::kDouble), g2);
+    EXPECT_TRUE(a.x.sizes().equals(x0.sizes()));
+    EXPECT_GT(a.nfe, 0);
+    EXPECT_TRUE(torch::equal(a.x, b.x)) << "not a pure function of its inputs and generator";
+    EXPECT_EQ(a.intermediates.size(), static_cast<size_t>(grid.size(0)));
+    EXPECT_LT((a.x - std::exp(-1.0)).abs().max().item<double>(), 0.02);
+    // Sampling with a model returns the requested number of finite samples.
+    SampleRequest req;
+    req.n = 8;
+    req.item_shape = {2};
+    req.steps = 4;
+    req.options = torch::TensorOptions().dtype(torch::kFloat32);
+    auto g3 = at::detail::createCPUGenerator(1);
+    auto s = solver->sample(*base.model, *base.path, req, g3);
+    EXPECT_TRUE(s.x.sizes().equals({8, 2}));
+    EXPECT_TRUE(torch::isfinite(s.x).all().item<bool>());
+  }
+}
+
+TEST(Conformance, Paths) {
+  Base base;
+  for (const auto* spec : all_of(Kind::path)) {
+    SCOPED_TRACE(spec->type());
+    auto path = make<Path>(Kind::path, defaults(*spec), base.ctx);
+    auto g = at::detail::createCPUGenerator(3), g2 = at::detail::createCPUGenerator(3);
+    auto opts = torch::TensorOptions().dtype(torch::kDouble);
+    auto x0 = path->prior(6, {3}, g, opts);
+    EXPECT_TRUE(x0.sizes().equals({6, 3}));
+    EXPECT_TRUE(torch::equal(x0, path->prior(6, {3}, g2, opts))) << "prior not deterministic for a seed";
+    auto x1 = torch::randn({6, 3}, opts);
+    auto t = torch::linspace(0.2, 0.8, 6, opts);
+    PathSample s = path->sample(x0, x1, t);
+    EXPECT_TRUE(s.xt.sizes().equals(x0.sizes()));
+    const double h = 1e-6;
+    auto fd = (path->sample(x0, x1, t + h).xt - path->sample(x0, x1, t - h).xt) / (2 * h);
+    EXPECT_LT((fd - s.dxt).abs().max().item<double>(), 1e-5) << "dxt is not the time derivative of xt";
+  }
+}
+
+TEST(Conformance, Domains) {
+  Base base;
+  for (const auto* spec : all_of(Kind::domain)) {
+    SCOPED_TRACE(spec->type());
+    auto domain = make<Domain>(Kind::domain, defaults(*spec), base.ctx);
+    auto g = at::detail::createCPUGenerator(5), g2 = at::detail::createCPUGenerator(5);
+    Batch batch = domain->train_batch(16, g);
+    (void)domain->train_batch(16, g2);
+    auto shape = domain->item_shape();
+    std::vector<int64_t> expected = {16};
+    expected.insert(expected.end(), shape.begin(), shape.end());
+    EXPECT_TRUE(batch.at("x").sizes().equals(expected));
+    Batch r1 = domain->reference(64, g), r2 = domain->reference(64, g2);
+    EXPECT_TRUE(torch::equal(r1.at("x"), r2.at("x"))) << "reference not deterministic for a seed";
+    auto metrics = domain->metric_names();
+    ASSERT_FALSE(metrics.empty());
+    auto ge = at::detail::createCPUGenerator(9);
+    auto result = domain->evaluate(domain->reference(64, g), r1, metrics, ge);
+    for (const auto& m : metrics) {
+      ASSERT_TRUE(result.contains(m)) << m;
+      EXPECT_TRUE(std::isfinite(result.at(m).get<double>())) << m;
+    }
+    TempDir tmp;
+    for (const auto& f : domain->write(r1, tmp.path().string(), "s")) EXPECT_TRUE(fs::exists(f)) << f;
+  }
+}
+
+TEST(Conformance, ModelsAndLosses) {
+  Base base;
+  for (const auto* spec : all_of(Kind::model)) {
+    SCOPED_TRACE(spec->type());
+    auto model = make<Model>(Kind::model, defaults(*spec), base.ctx);
+    auto x = torch::randn({4, 2});
+    auto y = model->forward(x, torch::rand({4}), {});
+    EXPECT_TRUE(y.sizes().equals(x.sizes()));
+    y.pow(2).sum().backward();
+    for (const auto& p : model->module().parameters()) EXPECT_TRUE(p.grad().defined());
+  }
+  for (const auto* spec : all_of(Kind::loss)) {
+    SCOPED_TRACE(spec->type());
+    auto loss = make<Loss>(Kind::loss, defaults(*spec), base.ctx);
+    auto g = at::detail::createCPUGenerator(11);
+    base.model->module().zero_grad();
+    LossOutput out = loss->compute(*base.model, base.path.get(), base.domain->train_batch(32, g), g);
+    EXPECT_EQ(out.loss.dim(), 0);
+    EXPECT_TRUE(std::isfinite(out.loss.item<double>()));
+    out.loss.backward();
+    EXPECT_TRUE(base.model->module().parameters()[0].grad().defined());
+  }
+}

@@ -17,11 +17,7 @@ using namespace flowkit::core;
 
 namespace {
 PluginHost& host() {
-  static PluginHost* h = [] {
-    SearchOptions o;
-    o.use_environment = false;
-    return new PluginHost(o);
-  }();
+  static PluginHost* h = new PluginHost(build_tree_only());
   return *h;
 }
 

@@ -12,11 +12,6 @@ namespace fs = std::filesystem;
 using namespace flowkit::core;
 
 namespace {
-SearchOptions build_tree_only() {
-  SearchOptions o;
-  o.use_environment = false;
-  return o;
-}
 const fs::path kCorpus = fs::path(FLOWKIT_SOURCE_DIR) / "tests/data/bad_pipelines";
 }  // namespace
 

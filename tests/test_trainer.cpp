@@ -16,11 +16,6 @@ using namespace flowkit;
 using namespace flowkit::core;
 
 namespace {
-SearchOptions build_tree_only() {
-  SearchOptions o;
-  o.use_environment = false;
-  return o;
-}
 
 nlohmann::json toy_pipeline() {
   return nlohmann::json::parse(R"({

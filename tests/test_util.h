@@ -7,6 +7,8 @@
 #include <random>
 #include <string>
 
+#include "flowkit/core/plugin_host.h"
+
 // Asserts that `text` contains `part`, printing both when it does not.
 #define EXPECT_THAT_MSG(text, part)                                                              \
   EXPECT_NE(std::string(text).find(part), std::string::npos) << "expected to find:\n  " << (part) \
@@ -47,3 +49,10 @@ class ScopedEnv {
   std::string old_;
   bool had_ = false;
 };
+
+// Plugin search limited to the build tree's plugin folder (no FLOWKIT_PLUGIN_PATH).
+inline flowkit::core::SearchOptions build_tree_only() {
+  flowkit::core::SearchOptions o;
+  o.use_environment = false;
+  return o;
+}

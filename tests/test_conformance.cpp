@@ -100,7 +100,7 @@ TEST(Conformance, Solvers) {
     req.steps = 4;
     req.options = torch::TensorOptions().dtype(torch::kFloat32);
     auto g3 = at::detail::createCPUGenerator(1);
-    auto s = solver->sample(*base.model, *base.path, req, g3);
+    auto s = solver->sample(*base.model, base.path.get(), req, g3);
     EXPECT_TRUE(s.x.sizes().equals({8, 2}));
     EXPECT_TRUE(torch::isfinite(s.x).all().item<bool>());
   }

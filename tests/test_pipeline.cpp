@@ -68,3 +68,23 @@ TEST(Pipeline, HostSectionsHaveDefaultsForEveryParameter) {
   for (const auto& s : host_sections())
     for (const auto& p : s.params) EXPECT_TRUE(p.fallback.has_value()) << s.name << "." << p.name;
 }
+
+TEST(Pipeline, NestedComponentParametersAreCheckedRecursively) {
+  SearchOptions o = build_tree_only();
+  o.plugin_paths = {std::string(FLOWKIT_BINARY_DIR) + "/test_plugins/good"};
+  PluginHost host(o);
+  auto doc = nlohmann::json::parse(R"({
+    "domain": {"type": "standard.toy2d"}, "path": {"type": "standard.affine"},
+    "loss": {"type": "standard.cfm"}, "solver": {"type": "standard.euler"},
+    "model": {"type": "fk_good.thing", "inner": {"type": "standard.affine", "schedulr": "vp"}}
+  })");
+  auto v = validate_pipeline(doc, "nested.json", host);
+  EXPECT_THAT_MSG(v.report(), "nested.json:/model/inner/schedulr: unknown key \"schedulr\" (did you mean 'scheduler'?)");
+  doc["model"]["inner"] = {{"type", "standard.mlp"}};
+  v = validate_pipeline(doc, "nested.json", host);
+  EXPECT_THAT_MSG(v.report(), "nested.json:/model/inner/type: expected a path component, found 'standard.mlp', which is a model");
+  doc["model"]["inner"] = {{"type", "standard.affine"}};
+  v = validate_pipeline(doc, "nested.json", host);
+  ASSERT_TRUE(v.ok()) << v.report();
+  EXPECT_EQ(v.pipeline.resolved["model"]["inner"]["scheduler"], "condot");  // nested default filled in
+}

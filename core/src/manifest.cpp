@@ -7,7 +7,7 @@
 
 namespace flowkit::core {
 namespace {
-const std::vector<std::string> kParamTypes = {"integer", "number", "boolean", "string", "array", "object"};
+const std::vector<std::string> kParamTypes = {"integer", "number", "boolean", "string", "array", "object", "component"};
 
 std::string expect_string(const nlohmann::json& j, const std::string& key, const std::string& file,
                           const std::string& pointer, bool required = true) {
@@ -32,7 +32,7 @@ std::string PluginManifest::library_path() const { return (std::filesystem::path
 ParamSpec parse_param(const std::string& name, const nlohmann::json& spec, const std::string& file,
                       const std::string& pointer) {
   if (!spec.is_object()) throw ConfigError(file, pointer, "a parameter schema must be an object");
-  static const std::vector<std::string> keys = {"type", "default", "required", "min", "max", "choices", "allow_inf", "doc"};
+  static const std::vector<std::string> keys = {"type", "default", "required", "min", "max", "choices", "allow_inf", "kind", "doc"};
   for (const auto& [k, v] : spec.items())
     if (std::find(keys.begin(), keys.end(), k) == keys.end())
       throw ConfigError(file, pointer + "/" + k, "unknown schema key");
@@ -47,6 +47,11 @@ ParamSpec parse_param(const std::string& name, const nlohmann::json& spec, const
   if (spec.contains("max")) p.max = spec.at("max").get<double>();
   if (spec.contains("choices")) p.choices = spec.at("choices").get<std::vector<std::string>>();
   p.allow_inf = spec.value("allow_inf", false);
+  if (p.type == "component") {
+    std::string kind = spec.value("kind", std::string());
+    if (!parse_kind(kind, &p.component_kind))
+      throw ConfigError(file, pointer + "/kind", "a component parameter needs \"kind\": one of domain, path, model, loss, solver");
+  }
   p.doc = spec.value("doc", std::string());
   return p;
 }

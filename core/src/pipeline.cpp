@@ -86,6 +86,10 @@ bool check_value(const ParamSpec& p, const nlohmann::json& v, std::string* why, 
     if (!v.is_array()) return *why = "expected array, found " + type_of(v), false;
   } else if (p.type == "object") {
     if (!v.is_object()) return *why = "expected object, found " + type_of(v), false;
+  } else if (p.type == "component") {
+    if (!v.is_object() || !v.contains("type") || !v.at("type").is_string())
+      return *why = std::string("expected a ") + kind_name(p.component_kind) +
+                    " component {\"type\": \"<plugin>.<component>\", ...}, found " + type_of(v), false;
   }
   if ((p.type == "integer" || p.type == "number") && out->is_number()) {
     double x = out->get<double>();
@@ -102,6 +106,24 @@ bool check_value(const ParamSpec& p, const nlohmann::json& v, std::string* why, 
 
 }  // namespace
 
+// A nested component: its type must exist and be of the declared kind; its parameters are
+// checked (and defaulted) like a top-level section's.
+static nlohmann::json check_component(const ParamSpec& p, const nlohmann::json& v, const std::string& file,
+                                      const std::string& pointer, std::vector<Problem>& problems, const PluginHost& host) {
+  std::string type = v.at("type").get<std::string>();
+  auto spec = host.find(type);
+  if (!spec) {
+    problems.push_back({file, pointer + "/type", spec.error()});
+    return v;
+  }
+  if ((*spec)->kind != p.component_kind) {
+    problems.push_back({file, pointer + "/type", std::string("expected a ") + kind_name(p.component_kind) + " component, found '" +
+                                                     type + "', which is a " + kind_name((*spec)->kind)});
+    return v;
+  }
+  return check_params((*spec)->params, v, file, pointer, problems, {"type"}, &host);
+}
+
 std::string Problem::str() const { return file + ":" + (pointer.empty() ? "/" : pointer) + ": " + message; }
 
 std::string Validation::report() const {
@@ -116,7 +138,7 @@ Config Pipeline::section(const std::string& key) const {
 
 nlohmann::json check_params(const std::vector<ParamSpec>& params, const nlohmann::json& object, const std::string& file,
                             const std::string& pointer, std::vector<Problem>& problems,
-                            const std::vector<std::string>& reserved) {
+                            const std::vector<std::string>& reserved, const PluginHost* host) {
   nlohmann::json out = nlohmann::json::object();
   std::vector<std::string> names;
   for (const auto& p : params) names.push_back(p.name);
@@ -138,6 +160,7 @@ nlohmann::json check_params(const std::vector<ParamSpec>& params, const nlohmann
     std::string why;
     nlohmann::json normalised;
     if (!check_value(*spec, value, &why, &normalised)) problems.push_back({file, pointer + "/" + key, why});
+    else if (spec->type == "component" && host) out[key] = check_component(*spec, value, file, pointer + "/" + key, problems, *host);
     else out[key] = normalised;
   }
   for (const auto& p : params) {
@@ -251,7 +274,7 @@ Validation validate_pipeline(const nlohmann::json& doc, const std::string& file,
                                                    "', which is a " + kind_name((*spec)->kind)});
       continue;
     }
-    resolved[section] = check_params((*spec)->params, s, file, ptr, problems, {"type"});
+    resolved[section] = check_params((*spec)->params, s, file, ptr, problems, {"type"}, &host);
     for (Kind need : (*spec)->needs)
       if (!doc.contains(kind_name(need)))
         problems.push_back({file, ptr + "/type", "'" + type + "' needs a \"" + kind_name(need) +

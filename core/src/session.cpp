@@ -371,7 +371,7 @@ struct Session::Impl {
   }
 
   Batch generate(int64_t count, int64_t steps, bool use_ema, torch::Generator& g, int64_t* nfe) {
-    if (!solver || !path) throw Error("sampling needs a solver and a path in the pipeline");
+    if (!solver) throw Error("sampling needs a solver in the pipeline");
     torch::NoGradGuard no_grad;
     EmaSwap swap(*this, use_ema);
     model->module().eval();
@@ -386,7 +386,7 @@ struct Session::Impl {
       req.cond = domain->sample_conditions(n, g).to(device);
       req.steps = steps;
       req.options = torch::TensorOptions().dtype(torch::kFloat32).device(device);
-      SolveResult r = solver->sample(*model, *path, req, g);
+      SolveResult r = solver->sample(*model, path, req, g);
       Batch b = req.cond.to(torch::kCPU);
       b.set("x", r.x.to(torch::kCPU));
       parts_out.push_back(std::move(b));
@@ -428,12 +428,7 @@ std::vector<std::string> Session::sample() {
 
 nlohmann::json Session::evaluate() {
   auto& s = *impl_;
-  auto g = make_generator(s.device, static_cast<uint64_t>(s.sample_cfg.get<int64_t>("seed")));
-  int64_t nfe = 0;
-  Batch samples = s.generate(s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("steps"),
-                             s.sample_cfg.get<bool>("use_ema"), g, &nfe);
   auto eval_gen = at::detail::createCPUGenerator(static_cast<uint64_t>(s.eval_cfg.get<int64_t>("seed")));
-  Batch reference = s.domain->reference(s.eval_cfg.get<int64_t>("reference_count"), eval_gen);
   std::vector<std::string> metrics = s.eval_cfg.get<nlohmann::json>("metrics").get<std::vector<std::string>>();
   if (metrics.empty()) metrics = s.domain->metric_names();
   auto known = s.domain->metric_names();
@@ -442,10 +437,37 @@ nlohmann::json Session::evaluate() {
       throw ConfigError(s.pipeline.file, "/eval/metrics/" + std::to_string(i),
                         "the domain has no metric \"" + metrics[i] + "\"" + did_you_mean(metrics[i], known) +
                             "; it has: " + fmt::format("{}", fmt::join(known, ", ")));
-  nlohmann::json result = s.domain->evaluate(samples, reference, metrics, eval_gen);
+  if (!s.solver) throw Error("evaluation needs a solver in the pipeline");
+  int64_t nfe = 0;
+  nlohmann::json result;
+  if (s.domain->has_environment()) {
+    // Closed loop: the environment asks the policy for an action chunk per observation row.
+    torch::NoGradGuard no_grad;
+    Impl::EmaSwap swap(s, s.sample_cfg.get<bool>("use_ema"));
+    s.model->module().eval();
+    Policy policy = [&](const Conditioning& obs, torch::Generator& g) {
+      SampleRequest req;
+      req.cond = obs.to(s.device);
+      req.n = req.cond.empty() ? 1 : req.cond.begin()->second.size(0);
+      req.item_shape = s.domain->item_shape();
+      req.steps = s.sample_cfg.get<int64_t>("steps");
+      req.options = torch::TensorOptions().dtype(torch::kFloat32).device(s.device);
+      SolveResult r = s.solver->sample(*s.model, s.path, req, g);
+      nfe = r.nfe;
+      return r.x.to(torch::kCPU);
+    };
+    result = s.domain->rollout(policy, metrics, eval_gen);
+    s.model->module().train();
+  } else {
+    auto g = make_generator(s.device, static_cast<uint64_t>(s.sample_cfg.get<int64_t>("seed")));
+    Batch samples = s.generate(s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("steps"),
+                               s.sample_cfg.get<bool>("use_ema"), g, &nfe);
+    Batch reference = s.domain->reference(s.eval_cfg.get<int64_t>("reference_count"), eval_gen);
+    result = s.domain->evaluate(samples, reference, metrics, eval_gen);
+    result["samples"] = samples.at("x").size(0);
+  }
   result["step"] = s.step;
   result["nfe"] = nfe;
-  result["samples"] = samples.at("x").size(0);
   io::write_file_atomic((s.dir / "eval.json").string(), result.dump(2) + "\n");
   append_line(s.dir / "metrics.jsonl", {{"eval", result}});
   return result;

@@ -19,14 +19,19 @@ Solver::~Solver() = default;
 
 Conditioning Domain::sample_conditions(int64_t, torch::Generator&) const { return {}; }
 
+nlohmann::json Domain::rollout(const Policy&, const std::vector<std::string>&, torch::Generator&) const {
+  throw Error("this domain has no environment to roll a policy out in");
+}
+
 torch::Tensor Path::velocity_to_score(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) const {
   throw Error("this path cannot convert a velocity into a score (needed by stochastic samplers)");
 }
 
-SolveResult Solver::sample(Model& model, const Path& path, const SampleRequest& request,
+SolveResult Solver::sample(Model& model, const Path* path, const SampleRequest& request,
                            torch::Generator& gen) const {
+  if (!path) throw Error("this solver integrates from the path's prior, but the pipeline has no path");
   torch::NoGradGuard no_grad;
-  torch::Tensor x0 = path.prior(request.n, request.item_shape, gen, request.options);
+  torch::Tensor x0 = path->prior(request.n, request.item_shape, gen, request.options);
   torch::Tensor times = grid(request.steps).to(request.options.device()).to(request.options.dtype());
   const Conditioning& cond = request.cond;
   VectorField field = [&](const torch::Tensor& x, const torch::Tensor& t) {

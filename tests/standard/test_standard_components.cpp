@@ -288,7 +288,7 @@ TEST(StandardLoss, CfmTrainsAnMlpOnToyData) {
   req.item_shape = {2};
   req.options = torch::TensorOptions().dtype(torch::kFloat);
   auto rk4 = make_rk4(cfg({{"steps", 20}}), ctx);
-  flowkit::SolveResult r = dynamic_cast<flowkit::Solver&>(*rk4).sample(model, *ctx.path, req, gen);
+  flowkit::SolveResult r = dynamic_cast<flowkit::Solver&>(*rk4).sample(model, ctx.path, req, gen);
   EXPECT_EQ(r.nfe, 80);
   flowkit::Batch samples;
   samples.set("x", r.x);
@@ -330,14 +330,14 @@ TEST(StandardSolvers, SamplersReachTheGaussianData) {
     SCOPED_TRACE(diffusion);
     auto gen = make_gen(12);
     EulerMaruyamaSolver em(diffusion, g);
-    flowkit::SolveResult r = em.sample(model, path, req, gen);
+    flowkit::SolveResult r = em.sample(model, &path, req, gen);
     EXPECT_EQ(r.nfe, 200);
     EXPECT_LT((r.x.mean(0) - mu.squeeze(0)).abs().max().item<double>(), 0.03);
     EXPECT_LT((r.x.std(0) - c).abs().max().item<double>(), 0.03);
   }
   auto gen = make_gen(13);
   Dopri5Solver dopri({1e-6, 1e-6, 10000}, GridOptions{});
-  flowkit::SolveResult r = dopri.sample(model, path, req, gen);
+  flowkit::SolveResult r = dopri.sample(model, &path, req, gen);
   EXPECT_LT((r.x.mean(0) - mu.squeeze(0)).abs().max().item<double>(), 0.03);
   EXPECT_LT((r.x.std(0) - c).abs().max().item<double>(), 0.02);
 }

@@ -210,10 +210,11 @@ SolveResult EulerMaruyamaSolver::integrate(const VectorField& f, const torch::Te
   return r;
 }
 
-SolveResult EulerMaruyamaSolver::sample(flowkit::Model& model, const flowkit::Path& path,
+SolveResult EulerMaruyamaSolver::sample(flowkit::Model& model, const flowkit::Path* path,
                                         const flowkit::SampleRequest& request, torch::Generator& gen) const {
+  if (!path) throw flowkit::Error("standard.euler_maruyama needs a path (prior and score), but the pipeline has none");
   torch::NoGradGuard no_grad;
-  torch::Tensor x0 = path.prior(request.n, request.item_shape, gen, request.options);
+  torch::Tensor x0 = path->prior(request.n, request.item_shape, gen, request.options);
   torch::Tensor times = grid(request.steps);
   const double half_g2 = 0.5 * diffusion_ * diffusion_;
   const flowkit::Conditioning& cond = request.cond;
@@ -221,7 +222,7 @@ SolveResult EulerMaruyamaSolver::sample(flowkit::Model& model, const flowkit::Pa
     torch::Tensor tb = t.expand({x.size(0)});
     torch::Tensor v = model.forward(x, tb, cond);
     if (half_g2 == 0) return v;
-    return v + half_g2 * path.velocity_to_score(v, x, tb);
+    return v + half_g2 * path->velocity_to_score(v, x, tb);
   };
   return integrate(drift, x0, times, gen, request.keep_intermediates);
 }

@@ -2,6 +2,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,10 @@
 #include "flowkit/tensor_map.h"
 
 namespace flowkit {
+
+// A policy as an environment domain sees it: observations in (a batch of named tensors,
+// one row per environment), one action chunk per row out ("x" shaped [B, item_shape...]).
+using Policy = std::function<torch::Tensor(const Conditioning& observation, torch::Generator& gen)>;
 
 class Domain : public Component {
  public:
@@ -36,6 +41,13 @@ class Domain : public Component {
   // Writes samples under `dir` (files named from `stem`); returns the paths written.
   virtual std::vector<std::string> write(const Batch& samples, const std::string& dir,
                                          const std::string& stem) const = 0;
+
+  // Domains with an environment (control tasks, simulators, robots) are evaluated by running
+  // a policy in it rather than by comparing samples with data. `eval` then calls `rollout`
+  // instead of `evaluate`; the metric names are the same `metric_names()`.
+  virtual bool has_environment() const { return false; }
+  virtual nlohmann::json rollout(const Policy& policy, const std::vector<std::string>& metrics,
+                                 torch::Generator& gen) const;
 };
 
 }  // namespace flowkit

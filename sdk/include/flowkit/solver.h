@@ -41,8 +41,9 @@ class Solver : public Component {
 
   // Generates samples with a trained model. The default draws x0 from the path's prior and
   // integrates the model's velocity over `grid(steps)` without autograd. Methods whose
-  // sampler is not a plain ODE in t (sigma-space Heun, Bayesian updates) override it.
-  virtual SolveResult sample(Model& model, const Path& path, const SampleRequest& request,
+  // sampler is not a plain ODE in t (sigma-space Heun, Bayesian updates, one-step maps)
+  // override it. `path` is null when the pipeline has none; the default then throws.
+  virtual SolveResult sample(Model& model, const Path* path, const SampleRequest& request,
                              torch::Generator& gen) const;
 
   // The time grid used by `sample` for `steps` steps (0: configured default).

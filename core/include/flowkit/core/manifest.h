@@ -14,7 +14,8 @@ namespace flowkit::core {
 // One parameter of a component, as declared in plugin.json.
 struct ParamSpec {
   std::string name;
-  std::string type;                      // integer | number | boolean | string | array | object
+  std::string type;                      // integer | number | boolean | string | array | object | component
+  Kind component_kind = Kind::model;     // for "component": the kind of the nested component
   std::optional<nlohmann::json> fallback;  // "default"
   bool required = false;
   std::optional<double> min, max;        // inclusive

@@ -39,8 +39,10 @@ Validation validate_pipeline(const nlohmann::json& document, const std::string& 
 const std::vector<ComponentSpec>& host_sections();
 
 // Checks `object` against `params`, appending problems; returns the object with defaults.
+// With a host, nested component parameters ({"type": ...}) are checked recursively.
 nlohmann::json check_params(const std::vector<ParamSpec>& params, const nlohmann::json& object,
                             const std::string& file, const std::string& pointer,
-                            std::vector<Problem>& problems, const std::vector<std::string>& reserved = {});
+                            std::vector<Problem>& problems, const std::vector<std::string>& reserved = {},
+                            const PluginHost* host = nullptr);
 
 }  // namespace flowkit::core

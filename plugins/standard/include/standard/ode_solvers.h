@@ -79,7 +79,7 @@ class EulerMaruyamaSolver : public flowkit::Solver {
   EulerMaruyamaSolver(double diffusion, GridOptions grid) : diffusion_(diffusion), grid_(std::move(grid)) {}
   flowkit::SolveResult integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
                                  torch::Generator& gen, bool keep_intermediates = false) const override;
-  flowkit::SolveResult sample(flowkit::Model& model, const flowkit::Path& path, const flowkit::SampleRequest& request,
+  flowkit::SolveResult sample(flowkit::Model& model, const flowkit::Path* path, const flowkit::SampleRequest& request,
                               torch::Generator& gen) const override;
   torch::Tensor grid(int64_t steps) const override { return make_grid(grid_, steps); }
   double diffusion() const { return diffusion_; }

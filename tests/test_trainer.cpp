@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "flowkit/core/embed.h"
 #include "flowkit/core/pipeline.h"
 #include "flowkit/core/session.h"
 #include "flowkit/io.h"
@@ -240,4 +241,24 @@ TEST(Quickstart, BriefTrainingBeatsTheUntrainedModel) {
     }
   }
   EXPECT_TRUE(npy && png);
+}
+
+TEST(Embed, OpenRunAndCallThePolicy) {
+  TempDir tmp;
+  PluginHost host(build_tree_only());
+  auto doc = toy_pipeline();
+  doc["train"]["steps"] = 3;
+  Session(resolve(doc, host), host, in(tmp.path(), "emb")).train();
+  auto session = open_run((tmp.path() / "emb").string(), host);
+  Policy policy = make_policy(*session);
+  auto g1 = at::detail::createCPUGenerator(4), g2 = at::detail::createCPUGenerator(4);
+  torch::Tensor a = policy(Conditioning{}, g1), b = policy(Conditioning{}, g2);
+  EXPECT_TRUE(a.sizes().equals({1, 2}));
+  EXPECT_TRUE(torch::equal(a, b));
+  try {
+    open_run((tmp.path() / "nope").string(), host);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_THAT_MSG(e.what(), "nope/pipeline.resolved.json");
+  }
 }

@@ -2,6 +2,8 @@
 // atomic checkpoints, bit-exact resume), samples and evaluates.
 #include "flowkit/core/session.h"
 
+#include "flowkit/core/embed.h"
+
 #include <dlfcn.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -79,6 +81,7 @@ struct Session::Impl {
   int64_t step = 0;
   torch::Generator gen;
   Config train_cfg, sample_cfg, eval_cfg;
+  int64_t last_nfe = 0;  // of the last policy call
 
   Impl(const Pipeline& p, PluginHost& h, RunOptions o) : pipeline(p), host(h), options(std::move(o)) {
     train_cfg = pipeline.section("train");
@@ -442,22 +445,9 @@ nlohmann::json Session::evaluate() {
   nlohmann::json result;
   if (s.domain->has_environment()) {
     // Closed loop: the environment asks the policy for an action chunk per observation row.
-    torch::NoGradGuard no_grad;
-    Impl::EmaSwap swap(s, s.sample_cfg.get<bool>("use_ema"));
-    s.model->module().eval();
-    Policy policy = [&](const Conditioning& obs, torch::Generator& g) {
-      SampleRequest req;
-      req.cond = obs.to(s.device);
-      req.n = req.cond.empty() ? 1 : req.cond.begin()->second.size(0);
-      req.item_shape = s.domain->item_shape();
-      req.steps = s.sample_cfg.get<int64_t>("steps");
-      req.options = torch::TensorOptions().dtype(torch::kFloat32).device(s.device);
-      SolveResult r = s.solver->sample(*s.model, s.path, req, g);
-      nfe = r.nfe;
-      return r.x.to(torch::kCPU);
-    };
+    Policy policy = make_policy(*this);
     result = s.domain->rollout(policy, metrics, eval_gen);
-    s.model->module().train();
+    nfe = s.last_nfe;
   } else {
     auto g = make_generator(s.device, static_cast<uint64_t>(s.sample_cfg.get<int64_t>("seed")));
     Batch samples = s.generate(s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("steps"),
@@ -481,6 +471,52 @@ double Session::sampling_rate(int64_t count) {
   s.generate(count, s.sample_cfg.get<int64_t>("steps"), true, g, &nfe);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return static_cast<double>(count) / std::max(secs, 1e-9);
+}
+
+}  // namespace flowkit::core
+
+namespace flowkit::core {
+
+struct SessionAccess {
+  using Impl = Session::Impl;
+  static Impl& impl(Session& s) { return *s.impl_; }
+};
+
+Policy make_policy(Session& session) {
+  auto& s = SessionAccess::impl(session);
+  using EmaSwap = SessionAccess::Impl::EmaSwap;
+  if (!s.solver) throw Error("a policy needs a solver in the pipeline");
+  // Shared by every copy of the policy: EMA weights stay swapped in while any copy lives.
+  auto swap = std::make_shared<EmaSwap>(s, s.sample_cfg.get<bool>("use_ema"));
+  s.model->module().eval();
+  const int64_t steps = s.sample_cfg.get<int64_t>("steps");
+  const auto item_shape = s.domain->item_shape();
+  const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(s.device);
+  return [&s, swap, steps, item_shape, options](const Conditioning& obs, torch::Generator& g) {
+    torch::NoGradGuard no_grad;
+    SampleRequest req;
+    req.cond = s.device.is_cpu() ? obs : obs.to(s.device);
+    req.n = req.cond.empty() ? 1 : req.cond.begin()->second.size(0);
+    req.item_shape = item_shape;
+    req.steps = steps;
+    req.options = options;
+    SolveResult r = s.solver->sample(*s.model, s.path, req, g);
+    s.last_nfe = r.nfe;
+    return s.device.is_cpu() ? r.x : r.x.to(torch::kCPU);
+  };
+}
+
+std::unique_ptr<Session> open_run(const std::string& run_dir, PluginHost& host, const std::string& checkpoint) {
+  fs::path dir(run_dir);
+  fs::path resolved = dir / "pipeline.resolved.json";
+  auto v = validate_pipeline_file(resolved.string(), host);
+  if (!v.ok()) throw Error("cannot open run '" + run_dir + "':\n" + v.report());
+  RunOptions o;
+  o.runs_root = dir.parent_path().string();
+  o.run_name = dir.filename().string();
+  auto session = std::make_unique<Session>(v.pipeline, host, o);
+  session->load_checkpoint(checkpoint);
+  return session;
 }
 
 }  // namespace flowkit::core

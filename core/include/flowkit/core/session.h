@@ -49,6 +49,7 @@ class Session {
   double sampling_rate(int64_t count);
 
  private:
+  friend struct SessionAccess;  // flowkit/core/embed.h
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -21,11 +21,17 @@ PluginHost& host() {
   return *h;
 }
 
-std::vector<const ComponentSpec*> all_of(Kind kind) {
+std::vector<const ComponentSpec*> all_of(Kind kind, const std::string& plugin = "") {
   std::vector<const ComponentSpec*> out;
   for (const auto& m : host().plugins())
     for (const auto& c : m.components)
-      if (c.kind == kind) out.push_back(&c);
+      if (c.kind == kind && (plugin.empty() || m.name == plugin)) out.push_back(&c);
+  return out;
+}
+
+std::vector<std::string> plugin_names() {
+  std::vector<std::string> out;
+  for (const auto& m : host().plugins()) out.push_back(m.name);
   return out;
 }
 
@@ -35,7 +41,7 @@ Config defaults(const ComponentSpec& spec, nlohmann::json overrides = nlohmann::
   nlohmann::json doc = {{"type", spec.type()}};
   for (const auto& [k, v] : overrides.items())
     if (spec.param(k)) doc[k] = v;
-  auto resolved = check_params(spec.params, doc, "conformance.json", "/" + spec.name, problems, {"type"});
+  auto resolved = check_params(spec.params, doc, "conformance.json", "/" + spec.name, problems, {"type"}, &host());
   EXPECT_TRUE(problems.empty()) << spec.type() << ": " << (problems.empty() ? "" : problems[0].str());
   return Config(resolved, "conformance.json", "/" + spec.name);
 }
@@ -49,22 +55,37 @@ std::unique_ptr<I> make(Kind kind, const Config& cfg, const BuildContext& ctx) {
   return std::unique_ptr<I>(p);
 }
 
-// A base context for components that need others: a 2-D domain, the affine path, an MLP.
+// The context a plugin's components are checked in: the plugin's own first domain, path
+// and model where it has them (its components may rely on them), else standard.toy2d,
+// standard.affine and a small standard.mlp.
 struct Base {
   std::unique_ptr<Domain> domain;
   std::unique_ptr<Path> path;
   std::unique_ptr<Model> model;
   BuildContext ctx;
-  Base() {
+  explicit Base(const std::string& plugin) {
     ctx.build = [this](Kind k, const Config& c) { return host().create(k, c, ctx); };
-    domain = make<Domain>(Kind::domain, defaults(**host().find("standard.toy2d")), ctx);
+    auto pick = [&](Kind kind, const char* fallback) {
+      auto own = all_of(kind, plugin);
+      return own.empty() ? *host().find(fallback) : own.front();
+    };
+    domain = make<Domain>(Kind::domain, defaults(*pick(Kind::domain, "standard.toy2d")), ctx);
     ctx.domain = domain.get();
-    path = make<Path>(Kind::path, defaults(**host().find("standard.affine")), ctx);
+    path = make<Path>(Kind::path, defaults(*pick(Kind::path, "standard.affine")), ctx);
     ctx.path = path.get();
-    model = make<Model>(Kind::model, defaults(**host().find("standard.mlp"), {{"hidden", 16}, {"layers", 1}}), ctx);
+    model = make<Model>(Kind::model, defaults(*pick(Kind::model, "standard.mlp"), {{"hidden", 16}, {"layers", 1}}), ctx);
     ctx.model = model.get();
   }
 };
+
+// A training batch of the base domain split into the primary field and its conditioning.
+std::pair<torch::Tensor, Conditioning> data(const Base& base, int64_t n, torch::Generator& gen) {
+  Batch batch = base.domain->train_batch(n, gen);
+  Conditioning cond;
+  for (const auto& name : batch.names())
+    if (name != "x") cond.set(name, batch.at(name));
+  return {batch.at("x"), cond};
+}
 }  // namespace
 
 TEST(Conformance, EveryKindHasImplementations) {
@@ -72,42 +93,47 @@ TEST(Conformance, EveryKindHasImplementations) {
 }
 
 TEST(Conformance, Solvers) {
-  Base base;
-  for (const auto* spec : all_of(Kind::solver)) {
-    SCOPED_TRACE(spec->type());
-    // Stochastic solvers are checked on their deterministic limit where they have one.
-    auto solver = make<Solver>(Kind::solver, defaults(*spec, {{"diffusion", 0.0}, {"steps", 40}}), base.ctx);
-    torch::Tensor grid = solver->grid(0);
-    ASSERT_EQ(grid.dim(), 1);
-    ASSERT_GE(grid.size(0), 2);
-    EXPECT_NEAR(grid[0].item<double>(), 0.0, 1e-12);
-    EXPECT_NEAR(grid[-1].item<double>(), 1.0, 1e-12);
-    EXPECT_TRUE((grid.diff() > 0).all().item<bool>());
-    auto x0 = torch::ones({5, 2}, torch::kDouble);
-    VectorField decay = [](const torch::Tensor& x, const torch::Tensor&) { return -x; };
-    auto g1 = at::detail::createCPUGenerator(7), g2 = at::detail::createCPUGenerator(7);
-    SolveResult a = solver->integrate(decay, x0, grid.to(torch::kDouble), g1, true);
-    SolveResult b = solver->integrate(decay, x0, grid.to(torch::kDouble), g2);
-    EXPECT_TRUE(a.x.sizes().equals(x0.sizes()));
-    EXPECT_GT(a.nfe, 0);
-    EXPECT_TRUE(torch::equal(a.x, b.x)) << "not a pure function of its inputs and generator";
-    EXPECT_EQ(a.intermediates.size(), static_cast<size_t>(grid.size(0)));
-    EXPECT_LT((a.x - std::exp(-1.0)).abs().max().item<double>(), 0.02);
-    // Sampling with a model returns the requested number of finite samples.
-    SampleRequest req;
-    req.n = 8;
-    req.item_shape = {2};
-    req.steps = 4;
-    req.options = torch::TensorOptions().dtype(torch::kFloat32);
-    auto g3 = at::detail::createCPUGenerator(1);
-    auto s = solver->sample(*base.model, base.path.get(), req, g3);
-    EXPECT_TRUE(s.x.sizes().equals({8, 2}));
-    EXPECT_TRUE(torch::isfinite(s.x).all().item<bool>());
+  for (const auto& plugin : plugin_names()) {
+    if (all_of(Kind::solver, plugin).empty()) continue;
+    Base base(plugin);
+    for (const auto* spec : all_of(Kind::solver, plugin)) {
+      SCOPED_TRACE(spec->type());
+      // Stochastic solvers are checked on their deterministic limit where they have one.
+      auto solver = make<Solver>(Kind::solver, defaults(*spec, {{"diffusion", 0.0}, {"steps", 40}}), base.ctx);
+      torch::Tensor grid = solver->grid(0).to(torch::kDouble);
+      ASSERT_EQ(grid.dim(), 1);
+      ASSERT_GE(grid.size(0), 2);
+      auto steps = grid.diff();
+      EXPECT_TRUE((steps > 0).all().item<bool>() || (steps < 0).all().item<bool>()) << "grid not monotone";
+      // dx/dt = -x / (t_end - t_start) takes x(t_start) = 1 to exp(-1), whatever the grid's span.
+      const double span = (grid[-1] - grid[0]).item<double>();
+      auto x0 = torch::ones({5, 2}, torch::kDouble);
+      VectorField decay = [span](const torch::Tensor& x, const torch::Tensor&) { return -x / span; };
+      auto g1 = at::detail::createCPUGenerator(7), g2 = at::detail::createCPUGenerator(7);
+      SolveResult a = solver->integrate(decay, x0, grid, g1, true);
+      SolveResult b = solver->integrate(decay, x0, grid, g2);
+      EXPECT_TRUE(a.x.sizes().equals(x0.sizes()));
+      EXPECT_GT(a.nfe, 0);
+      EXPECT_TRUE(torch::equal(a.x, b.x)) << "not a pure function of its inputs and generator";
+      EXPECT_EQ(a.intermediates.size(), static_cast<size_t>(grid.size(0)));
+      EXPECT_LT((a.x - std::exp(-1.0)).abs().max().item<double>(), 0.02);
+      // Sampling with a model returns the requested number of finite samples.
+      auto g3 = at::detail::createCPUGenerator(1);
+      SampleRequest req;
+      req.n = 8;
+      req.item_shape = base.domain->item_shape();
+      req.cond = base.domain->sample_conditions(8, g3);
+      req.steps = 4;
+      req.options = torch::TensorOptions().dtype(torch::kFloat32);
+      auto s = solver->sample(*base.model, base.path.get(), req, g3);
+      EXPECT_EQ(s.x.size(0), 8);
+      EXPECT_TRUE(torch::isfinite(s.x).all().item<bool>());
+    }
   }
 }
 
 TEST(Conformance, Paths) {
-  Base base;
+  Base base("standard");
   for (const auto* spec : all_of(Kind::path)) {
     SCOPED_TRACE(spec->type());
     auto path = make<Path>(Kind::path, defaults(*spec), base.ctx);
@@ -127,7 +153,7 @@ TEST(Conformance, Paths) {
 }
 
 TEST(Conformance, Domains) {
-  Base base;
+  Base base("standard");
   for (const auto* spec : all_of(Kind::domain)) {
     SCOPED_TRACE(spec->type());
     auto domain = make<Domain>(Kind::domain, defaults(*spec), base.ctx);
@@ -154,25 +180,33 @@ TEST(Conformance, Domains) {
 }
 
 TEST(Conformance, ModelsAndLosses) {
-  Base base;
-  for (const auto* spec : all_of(Kind::model)) {
-    SCOPED_TRACE(spec->type());
-    auto model = make<Model>(Kind::model, defaults(*spec), base.ctx);
-    auto x = torch::randn({4, 2});
-    auto y = model->forward(x, torch::rand({4}), {});
-    EXPECT_TRUE(y.sizes().equals(x.sizes()));
-    y.pow(2).sum().backward();
-    for (const auto& p : model->module().parameters()) EXPECT_TRUE(p.grad().defined());
-  }
-  for (const auto* spec : all_of(Kind::loss)) {
-    SCOPED_TRACE(spec->type());
-    auto loss = make<Loss>(Kind::loss, defaults(*spec), base.ctx);
-    auto g = at::detail::createCPUGenerator(11);
-    base.model->module().zero_grad();
-    LossOutput out = loss->compute(*base.model, base.path.get(), base.domain->train_batch(32, g), g);
-    EXPECT_EQ(out.loss.dim(), 0);
-    EXPECT_TRUE(std::isfinite(out.loss.item<double>()));
-    out.loss.backward();
-    EXPECT_TRUE(base.model->module().parameters()[0].grad().defined());
+  for (const auto& plugin : plugin_names()) {
+    if (all_of(Kind::model, plugin).empty() && all_of(Kind::loss, plugin).empty()) continue;
+    Base base(plugin);
+    for (const auto* spec : all_of(Kind::model, plugin)) {
+      SCOPED_TRACE(spec->type());
+      auto model = make<Model>(Kind::model, defaults(*spec), base.ctx);
+      auto g = at::detail::createCPUGenerator(2);
+      auto [x, cond] = data(base, 4, g);
+      auto y = model->forward(x, torch::rand({4}), cond);
+      EXPECT_TRUE(y.sizes().equals(x.sizes()));
+      y.pow(2).sum().backward();
+      size_t with_grad = 0;
+      for (const auto& p : model->module().parameters()) with_grad += p.grad().defined();
+      EXPECT_GT(with_grad, 0u);
+    }
+    for (const auto* spec : all_of(Kind::loss, plugin)) {
+      SCOPED_TRACE(spec->type());
+      auto loss = make<Loss>(Kind::loss, defaults(*spec), base.ctx);
+      auto g = at::detail::createCPUGenerator(11);
+      base.model->module().zero_grad();
+      LossOutput out = loss->compute(*base.model, base.path.get(), base.domain->train_batch(32, g), g);
+      EXPECT_EQ(out.loss.dim(), 0);
+      EXPECT_TRUE(std::isfinite(out.loss.item<double>()));
+      out.loss.backward();
+      size_t with_grad = 0;
+      for (const auto& p : base.model->module().parameters()) with_grad += p.grad().defined();
+      EXPECT_GT(with_grad, 0u);
+    }
   }
 }

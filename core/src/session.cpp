@@ -82,6 +82,7 @@ struct Session::Impl {
   torch::Generator gen;
   Config train_cfg, sample_cfg, eval_cfg;
   int64_t last_nfe = 0;  // of the last policy call
+  std::shared_ptr<spdlog::sinks::sink> log_file;  // runs/<name>/log.txt
 
   Impl(const Pipeline& p, PluginHost& h, RunOptions o) : pipeline(p), host(h), options(std::move(o)) {
     train_cfg = pipeline.section("train");
@@ -120,6 +121,7 @@ struct Session::Impl {
   void setup_logging() {
     auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
     auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>((dir / "log.txt").string());
+    log_file = file;
     auto level = spdlog::default_logger()->level();
     auto logger = std::make_shared<spdlog::logger>("flowkit", spdlog::sinks_init_list{console, file});
     logger->set_level(level);
@@ -346,7 +348,7 @@ struct Session::Impl {
           int filled = static_cast<int>(width * step / std::max<int64_t>(total, 1));
           fmt::print(stderr, "\r[{}{}] {}\033[K", std::string(filled, '#'), std::string(width - filled, '.'), msg);
           if (last) fmt::print(stderr, "\n");
-          spdlog::default_logger()->sinks()[1]->log(spdlog::details::log_msg("flowkit", spdlog::level::info, msg));
+          log_file->log(spdlog::details::log_msg("flowkit", spdlog::level::info, msg));  // the bar replaces console lines
         } else {
           spdlog::info("{}", msg);
         }

@@ -447,9 +447,11 @@ nlohmann::json Session::evaluate() {
   nlohmann::json result;
   if (s.domain->has_environment()) {
     // Closed loop: the environment asks the policy for an action chunk per observation row.
+    Impl::EmaSwap swap(s, s.sample_cfg.get<bool>("use_ema"));
     Policy policy = make_policy(*this);
     result = s.domain->rollout(policy, metrics, eval_gen);
     nfe = s.last_nfe;
+    s.model->module().train();
   } else {
     auto g = make_generator(s.device, static_cast<uint64_t>(s.sample_cfg.get<int64_t>("seed")));
     Batch samples = s.generate(s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("steps"),
@@ -484,17 +486,14 @@ struct SessionAccess {
   static Impl& impl(Session& s) { return *s.impl_; }
 };
 
-Policy make_policy(Session& session) {
+Policy make_policy(Session& session, int64_t steps_override) {
   auto& s = SessionAccess::impl(session);
-  using EmaSwap = SessionAccess::Impl::EmaSwap;
   if (!s.solver) throw Error("a policy needs a solver in the pipeline");
-  // Shared by every copy of the policy: EMA weights stay swapped in while any copy lives.
-  auto swap = std::make_shared<EmaSwap>(s, s.sample_cfg.get<bool>("use_ema"));
   s.model->module().eval();
-  const int64_t steps = s.sample_cfg.get<int64_t>("steps");
+  const int64_t steps = steps_override > 0 ? steps_override : s.sample_cfg.get<int64_t>("steps");
   const auto item_shape = s.domain->item_shape();
   const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(s.device);
-  return [&s, swap, steps, item_shape, options](const Conditioning& obs, torch::Generator& g) {
+  return [&s, steps, item_shape, options](const Conditioning& obs, torch::Generator& g) {
     torch::NoGradGuard no_grad;
     SampleRequest req;
     req.cond = s.device.is_cpu() ? obs : obs.to(s.device);
@@ -518,6 +517,12 @@ std::unique_ptr<Session> open_run(const std::string& run_dir, PluginHost& host, 
   o.run_name = dir.filename().string();
   auto session = std::make_unique<Session>(v.pipeline, host, o);
   session->load_checkpoint(checkpoint);
+  auto& s = SessionAccess::impl(*session);
+  if (s.sample_cfg.get<bool>("use_ema") && s.train_cfg.get<double>("ema_decay") > 0) {
+    torch::NoGradGuard no_grad;
+    auto params = s.model->module().parameters();
+    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(s.ema[i]);  // inference only: no way back needed
+  }
   return session;
 }
 

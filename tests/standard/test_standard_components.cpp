@@ -185,10 +185,52 @@ TEST(StandardDomains, DigitsLoaderAndSplit) {
   EXPECT_EQ(c.at("label").min().item<int64_t>(), 0);
   EXPECT_EQ(c.at("label").max().item<int64_t>(), 9);
   nlohmann::json m = d.evaluate(b, ref, d.metric_names(), gen);
-  EXPECT_EQ(m.size(), 3u);
+  EXPECT_EQ(m.size(), 8u);
   // The default location is data/ beside the library holding the code.
   EXPECT_TRUE(fs::exists(plugin_directory()));
   EXPECT_TRUE(fs::exists(std::string(FLOWKIT_BINARY_DIR) + "/plugins/standard/data/digits.csv.gz"));
+  EXPECT_TRUE(fs::exists(std::string(FLOWKIT_BINARY_DIR) + "/plugins/standard/data/digits_classifier.pt"));
+}
+
+// The frozen FD-digits classifier, the Frechet distance and the memorization check.
+TEST(StandardDomains, DigitsClassifierMetrics) {
+  const std::string dir = fs::path(kDigitsFile).parent_path().string();
+  DigitsClassifier c = load_digits_classifier(dir + "/digits_classifier.pt");
+  DigitsData data = load_digits_csv_gz(kDigitsFile);
+  torch::Tensor x = data.pixels.to(torch::kFloat) / 8 - 1;
+  const int64_t split = 1797 - kDigitsTestRows;
+  torch::Tensor test_x = x.slice(0, split), test_y = data.labels.slice(0, split);
+  const double acc = (c.logits(test_x).argmax(1) == test_y).to(torch::kDouble).mean().item<double>();
+  EXPECT_GT(acc, 0.94) << "held-out accuracy of the frozen classifier";
+  EXPECT_EQ(c.features(test_x).sizes(), torch::IntArrayRef({297, 128}));
+
+  DigitsDomain d(kDigitsFile, 16, "cpu");
+  auto gen = make_gen(6);
+  flowkit::Batch ref = d.reference(297, gen);
+  flowkit::Batch train = d.train_batch(1000, gen);
+  flowkit::Batch noise;
+  noise.set("x", torch::rand({1000, 64}, gen) * 2 - 1);
+  flowkit::Batch one_class;
+  one_class.set("x", x.index_select(0, torch::nonzero(data.labels.slice(0, 0, split) == 3).squeeze(1)));
+  auto metrics = std::vector<std::string>{"fd_digits", "class_entropy", "classifier_confidence", "nn_train_distance"};
+  nlohmann::json real = d.evaluate(train, ref, metrics, gen);
+  nlohmann::json bad = d.evaluate(noise, ref, metrics, gen);
+  nlohmann::json mono = d.evaluate(one_class, ref, metrics, gen);
+  std::printf("FD-digits: train vs held-out %.3f, uniform noise %.3f, only 3s %.3f\n", real["fd_digits"].get<double>(),
+              bad["fd_digits"].get<double>(), mono["fd_digits"].get<double>());
+  EXPECT_LT(real["fd_digits"].get<double>() * 10, bad["fd_digits"].get<double>());
+  EXPECT_LT(real["fd_digits"].get<double>() * 3, mono["fd_digits"].get<double>());
+  EXPECT_GT(real["class_entropy"].get<double>(), 2.25);
+  EXPECT_LT(mono["class_entropy"].get<double>(), 0.3);
+  EXPECT_EQ(real["nn_train_distance"].get<double>(), 0.0);  // training items are their own neighbours
+  EXPECT_GT(bad["nn_train_distance"].get<double>(), 3.0);
+  EXPECT_GT(real["classifier_confidence"].get<double>(), 0.9);
+  // Far-out samples are clamped to the pixel range and counted.
+  flowkit::Batch far;
+  far.set("x", torch::cat({train.at("x").slice(0, 0, 90), train.at("x").slice(0, 90, 100) * 1e6}));
+  nlohmann::json f = d.evaluate(far, ref, {"fd_digits", "outlier_share"}, gen);
+  EXPECT_NEAR(f["outlier_share"].get<double>(), 0.1, 1e-12);
+  EXPECT_LT(f["fd_digits"].get<double>(), 100.0);
 }
 
 TEST(StandardDomains, WritersRoundTrip) {

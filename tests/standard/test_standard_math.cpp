@@ -270,6 +270,37 @@ TEST(StandardMetrics, EnergyDistanceClosedForms) {
   EXPECT_NEAR(energy_distance(a, b + shift), expect2, 0.05);
 }
 
+TEST(StandardMetrics, FrechetDistanceClosedForms) {
+  // Commuting covariances: FD = |mu_a - mu_b|^2 + sum (sqrt(a_i) - sqrt(b_i))^2.
+  torch::Tensor ca = torch::diag(torch::tensor({1.0, 4.0}, kD)), cb = torch::diag(torch::tensor({9.0, 1.0}, kD));
+  torch::Tensor ma = torch::tensor({0.0, 1.0}, kD), mb = torch::tensor({2.0, 1.0}, kD);
+  EXPECT_NEAR(frechet_distance_stats(ma, ca, mb, cb), 4.0 + 4.0 + 1.0, 1e-10);
+  // Invariant under a common rotation (non-commuting case after rotating only one: check symmetry).
+  torch::Tensor q = std::get<0>(torch::linalg::qr(torch::randn({2, 2}, kD)));
+  EXPECT_NEAR(frechet_distance_stats(q.matmul(ma), q.matmul(ca).matmul(q.t()), q.matmul(mb), q.matmul(cb).matmul(q.t())),
+              9.0, 1e-9);
+  torch::Tensor cc = torch::tensor({2.0, 0.7, 0.7, 1.0}, kD).reshape({2, 2});
+  EXPECT_NEAR(frechet_distance_stats(ma, ca, mb, cc), frechet_distance_stats(mb, cc, ma, ca), 1e-9);
+  // 2x2 closed form: Tr sqrt(M) = sqrt(tr M + 2 sqrt(det M)) for M = A^1/2 C A^1/2 (SPD).
+  const double detM = ca.det().item<double>() * cc.det().item<double>();
+  const double trM = ca.matmul(cc).trace().item<double>();
+  const double expected = 4.0 + (ca.trace() + cc.trace()).item<double>() - 2 * std::sqrt(trM + 2 * std::sqrt(detM));
+  EXPECT_NEAR(frechet_distance_stats(ma, ca, mb, cc), expected, 1e-9);
+  // From samples: identical sets give 0.
+  auto gen = make_gen(3);
+  torch::Tensor f = torch::randn({500, 6}, gen, kD);
+  EXPECT_NEAR(frechet_distance(f, f), 0.0, 1e-8);
+  EXPECT_NEAR(frechet_distance(f, f + 1.0), 6.0, 1e-8);
+}
+
+TEST(StandardMetrics, ClassEntropyAndNearestNeighbour) {
+  torch::Tensor logits = torch::zeros({4, 3});
+  logits.index_put_({0, 0}, 1.0), logits.index_put_({1, 1}, 1.0), logits.index_put_({2, 2}, 1.0), logits.index_put_({3, 2}, 1.0);
+  EXPECT_NEAR(class_entropy(logits), -(2 * 0.25 * std::log(0.25) + 0.5 * std::log(0.5)), 1e-12);
+  torch::Tensor train = torch::tensor({{0.0, 0.0}, {10.0, 0.0}});
+  EXPECT_NEAR(nn_train_distance(torch::tensor({{3.0, 4.0}, {10.0, 1.0}}), train), (5.0 + 1.0) / 2, 1e-12);
+}
+
 TEST(StandardMetrics, MmdSameVersusShifted) {
   auto gen = make_gen(6);
   torch::Tensor a = torch::randn({1000, 2}, gen, kD), b = torch::randn({1000, 2}, gen, kD);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 
 #include "flowkit/error.h"
@@ -362,8 +363,137 @@ std::string plugin_directory() {
   return lib.parent_path().string();
 }
 
-DigitsDomain::DigitsDomain(const std::string& file, int64_t projections, std::string device)
+// ---- FD-digits: the frozen classifier and the Frechet distance ------------------------------
+
+torch::Tensor DigitsClassifier::features(const torch::Tensor& x) const {
+  torch::Tensor h = x.detach().to(torch::kCPU, torch::kDouble).reshape({x.size(0), -1});
+  h = torch::relu(torch::addmm(b1, h, w1.t()));
+  return torch::relu(torch::addmm(b2, h, w2.t()));
+}
+
+torch::Tensor DigitsClassifier::logits(const torch::Tensor& x) const { return torch::addmm(b3, features(x), w3.t()); }
+
+DigitsClassifier load_digits_classifier(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw flowkit::Error("digits: cannot open the classifier file '" + file + "'");
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  DigitsClassifier c;
+  try {
+    auto dict = torch::pickle_load(bytes).toGenericDict();
+    auto get = [&](const char* k) { return dict.at(k).toTensor().to(torch::kDouble).contiguous(); };
+    c = {get("w1"), get("b1"), get("w2"), get("b2"), get("w3"), get("b3")};
+  } catch (const c10::Error& e) {
+    throw flowkit::Error("digits: '" + file + "' is not a digits classifier: " + e.what_without_backtrace());
+  }
+  if (c.w1.dim() != 2 || c.w1.size(1) != 64 || c.w3.size(0) != 10)
+    throw flowkit::Error("digits: '" + file + "' holds weights of unexpected shapes");
+  return c;
+}
+
+void save_digits_classifier(const DigitsClassifier& c, const std::string& file) {
+  c10::Dict<std::string, torch::Tensor> dict;
+  for (auto [k, v] : std::vector<std::pair<std::string, torch::Tensor>>{
+           {"w1", c.w1}, {"b1", c.b1}, {"w2", c.w2}, {"b2", c.b2}, {"w3", c.w3}, {"b3", c.b3}})
+    dict.insert(k, v.detach().to(torch::kDouble).contiguous());
+  std::vector<char> bytes = torch::pickle_save(dict);
+  std::ofstream out(file, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) throw flowkit::Error("digits: cannot write '" + file + "'");
+}
+
+// The 9 one-pixel shifts (background -1 shifted in) of images [n, 64]: [9, n, 64].
+static torch::Tensor shifted_digits(const torch::Tensor& x) {
+  torch::Tensor img = torch::constant_pad_nd(x.reshape({-1, 8, 8}), {1, 1, 1, 1}, -1.0);
+  std::vector<torch::Tensor> out;
+  for (int64_t dy = 0; dy < 3; ++dy)
+    for (int64_t dx = 0; dx < 3; ++dx) out.push_back(img.slice(1, dy, dy + 8).slice(2, dx, dx + 8).reshape({-1, 64}));
+  return torch::stack(out);
+}
+
+DigitsClassifier train_digits_classifier(const torch::Tensor& x_in, const torch::Tensor& labels, uint64_t seed,
+                                         int64_t steps) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  const auto D = torch::TensorOptions().dtype(torch::kDouble);
+  auto init = [&](int64_t out, int64_t in) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+    return std::make_pair((torch::rand({out, in}, gen, D) * 2 - 1) * bound, (torch::rand({out}, gen, D) * 2 - 1) * bound);
+  };
+  auto [w1, b1] = init(256, 64);
+  auto [w2, b2] = init(128, 256);
+  auto [w3, b3] = init(10, 128);
+  std::vector<torch::Tensor> params{w1, b1, w2, b2, w3, b3};
+  for (auto& p : params) p.set_requires_grad(true);
+  torch::optim::Adam opt(params, torch::optim::AdamOptions(1e-3).weight_decay(1e-4));
+  torch::Tensor shifts = shifted_digits(x_in.to(torch::kDouble).reshape({x_in.size(0), -1}));  // [9, n, 64]
+  torch::Tensor y = labels.to(torch::kLong);
+  const int64_t n = y.size(0), batch = 128;
+  for (int64_t step = 0; step < steps; ++step) {
+    torch::Tensor idx = torch::randint(n, {batch}, gen, torch::kLong);
+    torch::Tensor which = torch::randint(9, {batch}, gen, torch::kLong);
+    torch::Tensor xb = shifts.index({which, idx}) + 0.1 * torch::randn({batch, 64}, gen, D);
+    torch::Tensor h = torch::relu(torch::addmm(params[1], xb, params[0].t()));
+    h = torch::relu(torch::addmm(params[3], h, params[2].t()));
+    torch::Tensor loss = torch::nn::functional::cross_entropy(torch::addmm(params[5], h, params[4].t()), y.index_select(0, idx));
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  }
+  DigitsClassifier c;
+  c.w1 = params[0].detach(), c.b1 = params[1].detach(), c.w2 = params[2].detach();
+  c.b2 = params[3].detach(), c.w3 = params[4].detach(), c.b3 = params[5].detach();
+  return c;
+}
+
+static torch::Tensor sqrt_psd(const torch::Tensor& c) {
+  auto [evals, evecs] = torch::linalg::eigh(c, "L");
+  return evecs.matmul(torch::diag(evals.clamp_min(0).sqrt())).matmul(evecs.t());
+}
+
+double frechet_distance_stats(const torch::Tensor& mu_a, const torch::Tensor& cov_a, const torch::Tensor& mu_b,
+                              const torch::Tensor& cov_b) {
+  torch::Tensor ca = cov_a.to(torch::kDouble), cb = cov_b.to(torch::kDouble);
+  torch::Tensor sa = sqrt_psd(ca);
+  torch::Tensor m = sa.matmul(cb).matmul(sa);
+  m = (m + m.t()) / 2;  // symmetric up to round-off
+  torch::Tensor evals = torch::linalg::eigvalsh(m, "L").clamp_min(0);
+  const double mean_term = (mu_a.to(torch::kDouble) - mu_b.to(torch::kDouble)).pow(2).sum().item<double>();
+  return mean_term + (ca.trace() + cb.trace()).item<double>() - 2 * evals.sqrt().sum().item<double>();
+}
+
+double frechet_distance(const torch::Tensor& a_in, const torch::Tensor& b_in) {
+  torch::Tensor a = as_rows(a_in), b = as_rows(b_in);
+  if (a.size(0) < 2 || b.size(0) < 2) throw flowkit::Error("frechet_distance needs at least 2 items on each side");
+  auto stats = [](const torch::Tensor& f) {
+    torch::Tensor mu = f.mean(0);
+    torch::Tensor c = f - mu;
+    return std::make_pair(mu, c.t().matmul(c) / static_cast<double>(f.size(0) - 1));
+  };
+  auto [ma, ca] = stats(a);
+  auto [mb, cb] = stats(b);
+  return frechet_distance_stats(ma, ca, mb, cb);
+}
+
+double class_entropy(const torch::Tensor& logits) {
+  torch::Tensor counts = torch::bincount(logits.argmax(1).to(torch::kLong), {}, logits.size(1)).to(torch::kDouble);
+  torch::Tensor p = counts / counts.sum();
+  torch::Tensor nz = p.masked_select(p > 0);
+  return -(nz * nz.log()).sum().item<double>();
+}
+
+double nn_train_distance(const torch::Tensor& generated, const torch::Tensor& train) {
+  torch::Tensor a = as_rows(generated), b = as_rows(train);
+  double total = 0;
+  for (int64_t i = 0; i < a.size(0); i += 512) {
+    torch::Tensor d = torch::cdist(a.slice(0, i, std::min(i + 512, a.size(0))), b);
+    total += std::get<0>(d.min(1)).sum().item<double>();
+  }
+  return total / static_cast<double>(a.size(0));
+}
+
+DigitsDomain::DigitsDomain(const std::string& file, int64_t projections, std::string device, std::string classifier)
     : projections_(projections), device_(device) {
+  classifier_file_ = classifier.empty() ? (fs::path(file).parent_path() / "digits_classifier.pt").string() : classifier;
+  if (fs::exists(classifier_file_)) classifier_ = load_digits_classifier(classifier_file_);
   DigitsData d = load_digits_csv_gz(file);
   const int64_t n = d.labels.size(0);
   if (n <= kDigitsTestRows)
@@ -399,12 +529,42 @@ flowkit::Conditioning DigitsDomain::sample_conditions(int64_t n, torch::Generato
   return c;
 }
 
-std::vector<std::string> DigitsDomain::metric_names() const { return {"energy_distance", "mmd_rbf", "sliced_w2"}; }
+std::vector<std::string> DigitsDomain::metric_names() const {
+  return {"energy_distance", "mmd_rbf", "sliced_w2", "fd_digits", "class_entropy", "classifier_confidence",
+          "nn_train_distance", "outlier_share"};
+}
+
+const DigitsClassifier& DigitsDomain::classifier() const {
+  if (!classifier_.loaded())
+    throw flowkit::Error("digits: the FD-digits classifier '" + classifier_file_ +
+                         "' is missing (retrain it with flowkit_train_digits_classifier, or pass `classifier`)");
+  return classifier_;
+}
 
 nlohmann::json DigitsDomain::evaluate(const Batch& generated, const Batch& reference,
                                       const std::vector<std::string>& metrics, torch::Generator& gen) const {
-  return evaluate_common("digits", metric_names(), generated, reference, metrics, projections_, gen,
-                         [](const torch::Tensor&) -> ModeStats { throw flowkit::Error("digits: no modes"); });
+  static const std::vector<std::string> own{"fd_digits", "class_entropy", "classifier_confidence", "nn_train_distance",
+                                            "outlier_share"};
+  std::vector<std::string> common;
+  for (const auto& m : metrics)
+    if (std::find(own.begin(), own.end(), m) == own.end()) common.push_back(m);
+  nlohmann::json out = evaluate_common("digits", metric_names(), generated, reference, common, projections_, gen,
+                                       [](const torch::Tensor&) -> ModeStats { throw flowkit::Error("digits: no modes"); });
+  // Generated digits are read as images: clamped to the pixel range [-1, 1] (as an 8-bit
+  // export would) before the classifier and the nearest-neighbour search see them.
+  // outlier_share reports how many were far outside it (max |x| > 3) before clamping.
+  const torch::Tensor& raw = generated.at("x");
+  torch::Tensor x = raw.detach().to(torch::kCPU, torch::kFloat).clamp(-1, 1);
+  for (const auto& m : metrics) {
+    if (m == "fd_digits") out[m] = frechet_distance(classifier().features(x), classifier().features(reference.at("x")));
+    else if (m == "class_entropy") out[m] = class_entropy(classifier().logits(x));
+    else if (m == "classifier_confidence")
+      out[m] = std::get<0>(torch::softmax(classifier().logits(x), 1).max(1)).mean().item<double>();
+    else if (m == "nn_train_distance") out[m] = nn_train_distance(x, train_x_);
+    else if (m == "outlier_share")
+      out[m] = (std::get<0>(raw.detach().abs().reshape({raw.size(0), -1}).max(1)) > 3.0).to(torch::kDouble).mean().item<double>();
+  }
+  return out;
 }
 
 std::vector<std::string> DigitsDomain::write(const Batch& samples, const std::string& dir,
@@ -420,13 +580,15 @@ std::vector<std::string> DigitsDomain::write(const Batch& samples, const std::st
 std::unique_ptr<flowkit::Component> make_digits(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
   std::optional<std::string> file = optional_string(cfg, "file");
   int64_t projections = param<int64_t>(cfg, "projections", 128, flowkit::Range::at_least(1));
+  std::optional<std::string> classifier = optional_string(cfg, "classifier");
+  if (classifier && !fs::exists(*classifier)) cfg.fail("classifier", "no such file: '" + *classifier + "'");
   std::string path = file ? *file : (fs::path(plugin_directory()) / "data" / "digits.csv.gz").string();
   if (!fs::exists(path))
     cfg.fail("file", file ? "no such file: '" + path + "'"
                           : "the digits data is not installed beside the plugin ('" + path +
                                 "' is missing); pass its location as `file`");
   try {
-    return std::make_unique<DigitsDomain>(path, projections, ctx.device);
+    return std::make_unique<DigitsDomain>(path, projections, ctx.device, classifier.value_or(""));
   } catch (const flowkit::ConfigError&) {
     throw;
   } catch (const flowkit::Error& e) {

@@ -10,12 +10,14 @@
 namespace flowkit::core {
 
 // Opens a run directory for inference: its pipeline.resolved.json, the plugins it names and
-// its last checkpoint (or `checkpoint`). Throws flowkit::Error with the file at fault.
+// its last checkpoint (or `checkpoint`), with the sampling weights (EMA when the run kept
+// one, and sample.use_ema) loaded into the model. Throws flowkit::Error naming the file.
 std::unique_ptr<Session> open_run(const std::string& run_dir, PluginHost& host, const std::string& checkpoint = "");
 
-// The run's model and solver as a policy: observation rows in, one sample ("x") per row out.
-// Uses the EMA weights (train.ema_decay > 0) for as long as the returned function lives;
-// runs without autograd. Not thread-safe: one policy per thread.
-Policy make_policy(Session& session);
+// The session's model and solver as a policy: observation rows in, one sample ("x") per row
+// out, without autograd, with the model's current weights. `steps` overrides sample.steps
+// (0 keeps it). The policy refers to the session: it must not be called after the session
+// is destroyed. Not thread-safe: one policy per thread.
+Policy make_policy(Session& session, int64_t steps = 0);
 
 }  // namespace flowkit::core

@@ -60,10 +60,42 @@ DigitsData load_digits_csv_gz(const std::string& file);
 std::string plugin_directory();
 constexpr int64_t kDigitsTestRows = 297;  // the last 297 rows are the held-out split
 
+// The frozen digits classifier of the FD-digits metric: an MLP 64 -> 256 -> 128 -> 10 (ReLU) on
+// pixels scaled to [-1, 1]; features() are the 128 penultimate activations. Weights live in a
+// torch::pickle_save'd dict name -> tensor ("w1", "b1", "w2", "b2", "w3", "b3"), float64.
+struct DigitsClassifier {
+  torch::Tensor w1, b1, w2, b2, w3, b3;
+  bool loaded() const { return w1.defined(); }
+  torch::Tensor features(const torch::Tensor& x) const;  // [n, 64] -> [n, 128] float64
+  torch::Tensor logits(const torch::Tensor& x) const;    // [n, 64] -> [n, 10] float64
+};
+DigitsClassifier load_digits_classifier(const std::string& file);  // throws flowkit::Error
+void save_digits_classifier(const DigitsClassifier& c, const std::string& file);
+// Trains the classifier reproducibly (float64, CPU, Adam lr 1e-3, weight decay 1e-4, minibatches
+// of 128, `steps` steps, augmentation: random one-pixel shifts and Gaussian pixel noise 0.1; every
+// draw from a generator seeded with `seed`).
+DigitsClassifier train_digits_classifier(const torch::Tensor& x, const torch::Tensor& labels, uint64_t seed,
+                                         int64_t steps = 6000);
+
+// Frechet distance between Gaussians fitted to two feature sets ([n, d], n >= 2), in float64:
+// |mu_a - mu_b|^2 + Tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2), square roots by symmetric
+// eigendecomposition (negative round-off eigenvalues clamped to 0).
+double frechet_distance(const torch::Tensor& features_a, const torch::Tensor& features_b);
+double frechet_distance_stats(const torch::Tensor& mu_a, const torch::Tensor& cov_a, const torch::Tensor& mu_b,
+                              const torch::Tensor& cov_b);
+// Entropy (nats) of the histogram of argmax classes; ln(10) = 2.303 for perfectly balanced classes.
+double class_entropy(const torch::Tensor& logits);
+// Mean over generated items of the Euclidean distance to the nearest training item.
+double nn_train_distance(const torch::Tensor& generated, const torch::Tensor& train);
+
 class DigitsDomain : public flowkit::Domain {
  public:
   // Loads `file`; rows [0, N-297) train, the last 297 are the reference split.
-  DigitsDomain(const std::string& file, int64_t projections, std::string device);
+  // `classifier`: the FD-digits classifier file ("": digits_classifier.pt beside `file`); the
+  // metrics fd_digits, class_entropy and classifier_confidence need it (loaded when present).
+  // Those and nn_train_distance read generated items clamped to [-1, 1] (as images);
+  // outlier_share is the share of generated items with max |x| > 3 before clamping.
+  DigitsDomain(const std::string& file, int64_t projections, std::string device, std::string classifier = "");
   std::vector<int64_t> item_shape() const override { return {64}; }
   int64_t num_classes() const override { return 10; }
   flowkit::Batch train_batch(int64_t n, torch::Generator& gen) override;  // with replacement
@@ -78,9 +110,12 @@ class DigitsDomain : public flowkit::Domain {
                                  const std::string& stem) const override;
   int64_t train_size() const { return train_x_.size(0); }
   int64_t test_size() const { return test_x_.size(0); }
+  const DigitsClassifier& classifier() const;  // throws when its file is missing
 
  private:
   torch::Tensor train_x_, train_y_, test_x_, test_y_;  // float32 in [-1, 1] / int64
+  std::string classifier_file_;
+  DigitsClassifier classifier_;
   int64_t projections_;
   torch::Device device_;
 };

@@ -1,0 +1,77 @@
+// crysbfn/domain.h — the crystal domain `crysbfn.crystal`: CDVAE-format data sets (perov-5
+// shipped), crystal batches, CSP and generation metrics, CIF + JSON writers.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "crysbfn/crystal.h"
+#include "crysbfn/metrics.h"
+#include "flowkit/config.h"
+#include "flowkit/domain.h"
+#include "flowkit/registry.h"
+
+namespace crysbfn {
+
+struct CrystalDomainOptions {
+  std::string train_file;      // CDVAE CSV (.csv or .csv.gz) sampled for training
+  std::string reference_file;  // CDVAE CSV whose leading rows are the fixed reference subset
+  bool skip_bad_rows = false;
+  std::string task = "csp";    // "csp" (match rate first) or "gen" (validity and distances)
+  MatcherOptions matcher;
+  double min_distance = 0.5;   // structural validity: smallest allowed interatomic distance (Å)
+  double min_volume = 0.1;     // structural validity: smallest allowed cell volume (Å^3)
+};
+
+// Batches follow crysbfn/crystal.h (to_batch). The primary field "x" is [B, 6] lattice
+// parameters; item_shape() is {6}.
+class CrystalDomain : public flowkit::Domain {
+ public:
+  CrystalDomain(CrystalDomainOptions options, std::string device);
+  // Built from crystals directly (tests).
+  CrystalDomain(std::vector<Crystal> train, std::vector<Crystal> reference, CrystalDomainOptions options,
+                std::string device);
+
+  std::vector<int64_t> item_shape() const override { return {6}; }
+  // n crystals drawn uniformly with replacement from the training file.
+  flowkit::Batch train_batch(int64_t n, torch::Generator& gen) override;
+  // The first min(n, size) crystals of the reference file, in file order (a fixed subset;
+  // the generator is not used), so CSP predictions pair with references by index.
+  flowkit::Batch reference(int64_t n, torch::Generator& gen) override;
+  // CSP: the compositions ("types", "num_atoms", "batch") of reference(n). Generation: empty.
+  flowkit::Conditioning sample_conditions(int64_t n, torch::Generator& gen) const override;
+
+  // csp: match_rate, rmse, struct_validity, comp_validity, validity, density_w1, num_elements_w1
+  // gen: struct_validity, comp_validity, validity, density_w1, num_elements_w1, match_rate, rmse
+  std::vector<std::string> metric_names() const override;
+  // match_rate: generated[i] vs reference[i] for i < min(B_gen, B_ref), matched and
+  //   structurally valid, divided by the number of pairs. rmse: mean normalised RMS over the
+  //   matched pairs (NaN when none matched). *_validity: fractions of generated crystals.
+  //   density_w1, num_elements_w1: Wasserstein-1 between the valid generated crystals (all
+  //   constructible ones when none is valid) and the reference crystals.
+  // Extra keys: "pairs", "matched", "invalid_reasons" (counts).
+  nlohmann::json evaluate(const flowkit::Batch& generated, const flowkit::Batch& reference,
+                          const std::vector<std::string>& metrics, torch::Generator& gen) const override;
+  // <stem>.cif: one P1 data block per constructible crystal (pymatgen CifParser reads it);
+  // <stem>.json: per crystal formula, lattice parameters, volume, density, validity.
+  std::vector<std::string> write(const flowkit::Batch& samples, const std::string& dir,
+                                 const std::string& stem) const override;
+
+  const std::vector<Crystal>& train_crystals() const { return train_; }
+  const std::vector<Crystal>& reference_crystals() const { return reference_; }
+  int64_t skipped_rows() const { return skipped_; }
+
+ private:
+  CrystalDomainOptions options_;
+  std::vector<Crystal> train_, reference_;
+  int64_t skipped_ = 0;
+  torch::Device device_;
+};
+
+// Factory of `crysbfn.crystal`; data default: data/perov_5/{val,test}.csv.gz beside the plugin.
+std::unique_ptr<flowkit::Component> make_crystal_domain(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
+void register_components(flowkit::Registry& registry);
+// Folder of the library holding this code (libcrysbfn.so, or the test executable).
+std::string plugin_directory();
+
+}  // namespace crysbfn

@@ -1,0 +1,244 @@
+// The crystal domain `crysbfn.crystal`, its factory and the plugin's registration.
+#include "crysbfn/domain.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <map>
+
+#include "flowkit/error.h"
+#include "flowkit/io.h"
+
+namespace crysbfn {
+
+namespace fs = std::filesystem;
+using flowkit::Batch;
+
+static constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+std::string plugin_directory() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&plugin_directory), &info) == 0 || !info.dli_fname)
+    throw flowkit::Error("crysbfn: cannot locate the plugin library (dladdr failed)");
+  std::error_code ec;
+  fs::path lib = fs::weakly_canonical(fs::absolute(info.dli_fname), ec);
+  if (ec) lib = fs::absolute(info.dli_fname);
+  return lib.parent_path().string();
+}
+
+static std::vector<Crystal> load(const std::string& file, bool skip, int64_t* skipped) {
+  CsvLoadResult r = load_cdvae_csv(file, skip);
+  *skipped += r.skipped;
+  if (r.crystals.empty()) throw flowkit::Error("'" + file + "' holds no usable crystal");
+  return std::move(r.crystals);
+}
+
+CrystalDomain::CrystalDomain(CrystalDomainOptions options, std::string device)
+    : options_(std::move(options)), device_(device) {
+  train_ = load(options_.train_file, options_.skip_bad_rows, &skipped_);
+  reference_ = load(options_.reference_file, options_.skip_bad_rows, &skipped_);
+}
+
+CrystalDomain::CrystalDomain(std::vector<Crystal> train, std::vector<Crystal> reference, CrystalDomainOptions options,
+                             std::string device)
+    : options_(std::move(options)), train_(std::move(train)), reference_(std::move(reference)), device_(device) {
+  if (train_.empty() || reference_.empty()) throw flowkit::Error("crysbfn.crystal: empty training or reference set");
+}
+
+Batch CrystalDomain::train_batch(int64_t n, torch::Generator& gen) {
+  torch::Tensor idx = torch::randint(static_cast<int64_t>(train_.size()), {n}, gen,
+                                     torch::TensorOptions().dtype(torch::kLong).device(gen.device()))
+                          .to(torch::kCPU);
+  auto I = idx.accessor<int64_t, 1>();
+  std::vector<Crystal> picked;
+  picked.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) picked.push_back(train_[I[i]]);
+  return to_batch(picked, device_);
+}
+
+Batch CrystalDomain::reference(int64_t n, torch::Generator&) {
+  const size_t m = std::min(static_cast<size_t>(std::max<int64_t>(n, 0)), reference_.size());
+  return to_batch(std::vector<Crystal>(reference_.begin(), reference_.begin() + static_cast<long>(m)), device_);
+}
+
+flowkit::Conditioning CrystalDomain::sample_conditions(int64_t n, torch::Generator& gen) const {
+  flowkit::Conditioning c;
+  if (options_.task != "csp") return c;
+  Batch ref = const_cast<CrystalDomain*>(this)->reference(n, gen);
+  for (const char* name : {"types", "num_atoms", "batch"}) c.set(name, ref.at(name));
+  return c;
+}
+
+std::vector<std::string> CrystalDomain::metric_names() const {
+  if (options_.task == "csp")
+    return {"match_rate", "rmse", "struct_validity", "comp_validity", "validity", "density_w1", "num_elements_w1"};
+  return {"struct_validity", "comp_validity", "validity", "density_w1", "num_elements_w1", "match_rate", "rmse"};
+}
+
+nlohmann::json CrystalDomain::evaluate(const Batch& generated, const Batch& reference,
+                                       const std::vector<std::string>& metrics, torch::Generator&) const {
+  const auto known = metric_names();
+  for (const auto& m : metrics)
+    if (std::find(known.begin(), known.end(), m) == known.end()) {
+      std::string list;
+      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+      throw flowkit::Error("crysbfn.crystal: unknown metric '" + m + "' (available: " + list + ")");
+    }
+  auto wants = [&](std::initializer_list<const char*> names) {
+    for (const char* n : names)
+      if (std::find(metrics.begin(), metrics.end(), n) != metrics.end()) return true;
+    return false;
+  };
+  std::vector<Crystal> gen = from_batch(generated), ref = from_batch(reference);
+  nlohmann::json out = nlohmann::json::object();
+
+  // Validity of every generated crystal (needed by the match rate and the distances too).
+  std::vector<char> sv(gen.size()), cv(gen.size());
+  std::map<std::string, int> reasons;
+  for (size_t i = 0; i < gen.size(); ++i) {
+    std::string why;
+    sv[i] = structure_valid(gen[i], options_.min_distance, options_.min_volume, &why);
+    if (!sv[i]) ++reasons[why];
+    cv[i] = composition_valid(gen[i].z);
+    if (!cv[i] && why != "unknown_element") ++reasons["composition"];
+  }
+  auto fraction = [&](auto pred) {
+    if (gen.empty()) return kNaN;
+    double k = 0;
+    for (size_t i = 0; i < gen.size(); ++i) k += pred(i) ? 1 : 0;
+    return k / static_cast<double>(gen.size());
+  };
+  if (wants({"struct_validity"})) out["struct_validity"] = fraction([&](size_t i) { return sv[i] != 0; });
+  if (wants({"comp_validity"})) out["comp_validity"] = fraction([&](size_t i) { return cv[i] != 0; });
+  if (wants({"validity"})) out["validity"] = fraction([&](size_t i) { return sv[i] && cv[i]; });
+  out["invalid_reasons"] = reasons;
+
+  if (wants({"match_rate", "rmse"})) {
+    const size_t pairs = std::min(gen.size(), ref.size());
+    size_t matched = 0;
+    double rms_sum = 0;
+    for (size_t i = 0; i < pairs; ++i) {
+      if (!sv[i]) continue;  // CDVAE: only structurally valid predictions can match
+      MatchResult r = match_structures(gen[i], ref[i], options_.matcher);
+      if (r.matched) ++matched, rms_sum += r.rms;
+    }
+    out["pairs"] = pairs;
+    out["matched"] = matched;
+    if (wants({"match_rate"})) out["match_rate"] = pairs ? static_cast<double>(matched) / static_cast<double>(pairs) : kNaN;
+    if (wants({"rmse"})) out["rmse"] = matched ? rms_sum / static_cast<double>(matched) : kNaN;
+  }
+
+  if (wants({"density_w1", "num_elements_w1"})) {
+    std::vector<size_t> use;
+    for (size_t i = 0; i < gen.size(); ++i)
+      if (sv[i] && cv[i]) use.push_back(i);
+    if (use.empty())
+      for (size_t i = 0; i < gen.size(); ++i)
+        if (construction_problem(gen[i]).empty() && gen[i].volume() > 0) use.push_back(i);
+    std::vector<double> gd, gn, rd, rn;
+    for (size_t i : use) gd.push_back(density(gen[i])), gn.push_back(num_elements(gen[i]));
+    for (const auto& c : ref)
+      if (construction_problem(c).empty()) rd.push_back(density(c)), rn.push_back(num_elements(c));
+    if (wants({"density_w1"})) out["density_w1"] = wasserstein1(gd, rd);
+    if (wants({"num_elements_w1"})) out["num_elements_w1"] = wasserstein1(gn, rn);
+  }
+  // Non-finite values (nothing matched, nothing valid) are written as JSON null.
+  return out;
+}
+
+std::vector<std::string> CrystalDomain::write(const Batch& samples, const std::string& dir,
+                                              const std::string& stem) const {
+  std::vector<Crystal> cs = from_batch(samples);
+  std::string cif;
+  nlohmann::json items = nlohmann::json::array();
+  int written = 0;
+  for (size_t i = 0; i < cs.size(); ++i) {
+    const Crystal& c = cs[i];
+    nlohmann::json item;
+    item["index"] = i;
+    item["formula"] = c.formula();
+    item["num_atoms"] = c.size();
+    std::string problem = construction_problem(c);
+    // Degenerate cells (volume <= 1e-4 a b c) are not written: their angles, rounded to 8
+    // decimals, may not describe a cell at all.
+    if (problem.empty()) {
+      auto p = c.parameters();
+      if (!(c.volume() > 1e-4 * p[0] * p[1] * p[2])) problem = "degenerate_cell";
+    }
+    if (problem.empty()) {
+      char block[64];
+      std::snprintf(block, sizeof block, "%s_%06zu_", stem.c_str(), i);
+      cif += write_cif_block(c, block + c.formula()) + "\n";
+      auto p = c.parameters();
+      item["lattice_parameters"] = {p[0], p[1], p[2], p[3], p[4], p[5]};
+      item["volume"] = c.volume();
+      item["density"] = density(c);
+      std::string why;
+      item["struct_valid"] = structure_valid(c, options_.min_distance, options_.min_volume, &why);
+      if (!why.empty()) item["invalid_reason"] = why;
+      item["min_distance"] = c.size() > 1 ? min_pair_distance(c) : kNaN;
+      item["written"] = true;
+      ++written;
+    } else {
+      item["struct_valid"] = false;
+      item["invalid_reason"] = problem;
+      item["written"] = false;
+    }
+    item["comp_valid"] = composition_valid(c.z);
+    items.push_back(std::move(item));
+  }
+  fs::create_directories(dir);
+  std::string cif_path = (fs::path(dir) / (stem + ".cif")).string();
+  std::string json_path = (fs::path(dir) / (stem + ".json")).string();
+  flowkit::io::write_file_atomic(cif_path, cif);
+  nlohmann::json summary = {{"crystals", cs.size()}, {"written_to_cif", written}, {"cif", fs::path(cif_path).filename().string()},
+                            {"lattice_convention", "rows are lattice vectors (Å); angles in degrees"},
+                            {"items", items}};
+  flowkit::io::write_file_atomic(json_path, summary.dump(1) + "\n");
+  return {cif_path, json_path};
+}
+
+// ---- factory and registration -----------------------------------------------------------
+
+static double number(const flowkit::Config& cfg, const char* key, double fallback, flowkit::Range r) {
+  return cfg.get<double>(key, fallback, r);
+}
+
+std::unique_ptr<flowkit::Component> make_crystal_domain(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
+  CrystalDomainOptions o;
+  auto file_param = [&](const char* key, const char* default_name) {
+    if (cfg.has(key) && !cfg.json().at(key).is_null()) {
+      std::string f = cfg.get<std::string>(key);
+      if (!fs::exists(f)) cfg.fail(key, "no such file: '" + f + "'");
+      return f;
+    }
+    std::string f = (fs::path(plugin_directory()) / "data" / "perov_5" / default_name).string();
+    if (!fs::exists(f))
+      cfg.fail(key, "the perov-5 data is not installed beside the plugin ('" + f + "' is missing); pass a file");
+    return f;
+  };
+  o.train_file = file_param("train_file", "val.csv.gz");
+  o.reference_file = file_param("reference_file", "test.csv.gz");
+  o.skip_bad_rows = cfg.get<bool>("skip_bad_rows", false);
+  o.task = cfg.get<std::string>("task", "csp");
+  if (o.task != "csp" && o.task != "gen") cfg.fail("task", "'" + o.task + "' is not one of: csp, gen");
+  o.matcher.stol = number(cfg, "stol", 0.5, flowkit::Range::at_least(1e-12));
+  o.matcher.ltol = number(cfg, "ltol", 0.3, flowkit::Range::at_least(1e-12));
+  o.matcher.angle_tol = number(cfg, "angle_tol", 10.0, {1e-9, 90.0});
+  o.min_distance = number(cfg, "min_distance", 0.5, flowkit::Range::at_least(0));
+  o.min_volume = number(cfg, "min_volume", 0.1, flowkit::Range::at_least(0));
+  try {
+    return std::make_unique<CrystalDomain>(o, ctx.device);
+  } catch (const flowkit::ConfigError&) {
+    throw;
+  } catch (const flowkit::Error& e) {
+    cfg.fail("train_file", e.what());
+  }
+}
+
+void register_components(flowkit::Registry& r) { r.add(flowkit::Kind::domain, "crystal", &make_crystal_domain); }
+
+}  // namespace crysbfn

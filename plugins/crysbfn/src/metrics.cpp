@@ -1,0 +1,501 @@
+// Crystal metrics: lattice reduction, linear assignment, the StructureMatcher port,
+// structural/composition validity, density and the 1-D Wasserstein distance.
+#include "crysbfn/metrics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <numeric>
+
+namespace crysbfn {
+
+static constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// ---- lattice reduction ------------------------------------------------------------------
+
+static void gram_schmidt(const Mat3& b, Mat3& bs, double mu[3][3], double bb[3]) {
+  for (int i = 0; i < 3; ++i) {
+    bs[i] = b[i];
+    for (int j = 0; j < i; ++j) {
+      mu[i][j] = dot(b[i], bs[j]) / bb[j];
+      for (int k = 0; k < 3; ++k) bs[i][k] -= mu[i][j] * bs[j][k];
+    }
+    bb[i] = dot(bs[i], bs[i]);
+  }
+}
+
+Mat3 lll_reduce(const Mat3& lattice, double delta) {
+  Mat3 b = lattice, bs;
+  double mu[3][3] = {}, bb[3];
+  gram_schmidt(b, bs, mu, bb);
+  int k = 1, guard = 0;
+  while (k < 3 && ++guard < 10000) {
+    for (int j = k - 1; j >= 0; --j) {
+      double q = std::round(mu[k][j]);
+      if (q != 0) {
+        for (int c = 0; c < 3; ++c) b[k][c] -= q * b[j][c];
+        gram_schmidt(b, bs, mu, bb);
+      }
+    }
+    if (bb[k] >= (delta - mu[k][k - 1] * mu[k][k - 1]) * bb[k - 1]) {
+      ++k;
+    } else {
+      std::swap(b[k], b[k - 1]);
+      gram_schmidt(b, bs, mu, bb);
+      k = std::max(k - 1, 1);
+    }
+  }
+  return b;
+}
+
+Mat3 niggli_reduce(const Mat3& lattice, double tol) {
+  Mat3 B = lll_reduce(lattice);
+  const double e = tol * std::cbrt(volume(lattice));
+  auto gram = [&](double& A, double& Bv, double& C, double& E, double& N, double& Y) {
+    A = dot(B[0], B[0]), Bv = dot(B[1], B[1]), C = dot(B[2], B[2]);
+    E = 2 * dot(B[1], B[2]), N = 2 * dot(B[0], B[2]), Y = 2 * dot(B[0], B[1]);
+  };
+  // G' = M^T G M  <=>  B' = M^T B (rows are basis vectors).
+  auto apply = [&](const Mat3& M) { B = matmul(transpose(M), B); };
+  double A, Bv, C, E, N, Y;
+  for (int iter = 0; iter < 100; ++iter) {
+    gram(A, Bv, C, E, N, Y);
+    if (Bv + e < A || (std::abs(A - Bv) < e && std::abs(E) > std::abs(N) + e)) {  // A1
+      apply({Vec3{0, -1, 0}, Vec3{-1, 0, 0}, Vec3{0, 0, -1}});
+      gram(A, Bv, C, E, N, Y);
+    }
+    if (C + e < Bv || (std::abs(Bv - C) < e && std::abs(N) > std::abs(Y) + e)) {  // A2
+      apply({Vec3{-1, 0, 0}, Vec3{0, 0, -1}, Vec3{0, -1, 0}});
+      continue;
+    }
+    int l = std::abs(E) < e ? 0 : (E > 0 ? 1 : -1);
+    int m = std::abs(N) < e ? 0 : (N > 0 ? 1 : -1);
+    int n = std::abs(Y) < e ? 0 : (Y > 0 ? 1 : -1);
+    if (l * m * n == 1) {  // A3
+      double i = l == -1 ? -1 : 1, j = m == -1 ? -1 : 1, k = n == -1 ? -1 : 1;
+      apply({Vec3{i, 0, 0}, Vec3{0, j, 0}, Vec3{0, 0, k}});
+    } else if (l * m * n == 0 || l * m * n == -1) {  // A4
+      double i = l == 1 ? -1 : 1, j = m == 1 ? -1 : 1, k = n == 1 ? -1 : 1;
+      if (i * j * k == -1) {
+        if (n == 0) k = -1;
+        else if (m == 0) j = -1;
+        else if (l == 0) i = -1;
+      }
+      apply({Vec3{i, 0, 0}, Vec3{0, j, 0}, Vec3{0, 0, k}});
+    }
+    gram(A, Bv, C, E, N, Y);
+    if (std::abs(E) > Bv + e || (std::abs(E - Bv) < e && Y - e > 2 * N) || (std::abs(E + Bv) < e && -e > Y)) {  // A5
+      apply({Vec3{1, 0, 0}, Vec3{0, 1, -E / std::abs(E)}, Vec3{0, 0, 1}});
+      continue;
+    }
+    if (std::abs(N) > A + e || (std::abs(A - N) < e && Y - e > 2 * E) || (std::abs(A + N) < e && -e > Y)) {  // A6
+      apply({Vec3{1, 0, -N / std::abs(N)}, Vec3{0, 1, 0}, Vec3{0, 0, 1}});
+      continue;
+    }
+    if (std::abs(Y) > A + e || (std::abs(A - Y) < e && N - e > 2 * E) || (std::abs(A + Y) < e && -e > N)) {  // A7
+      apply({Vec3{1, -Y / std::abs(Y), 0}, Vec3{0, 1, 0}, Vec3{0, 0, 1}});
+      continue;
+    }
+    if (-e > E + N + Y + A + Bv || (std::abs(E + N + Y + A + Bv) < e && e < Y + (A + N) * 2)) {  // A8
+      apply({Vec3{1, 0, 1}, Vec3{0, 1, 1}, Vec3{0, 0, 1}});
+      continue;
+    }
+    break;
+  }
+  if (det(B) < 0)
+    for (auto& r : B)
+      for (double& v : r) v = -v;
+  return B;
+}
+
+// ---- linear assignment ------------------------------------------------------------------
+
+std::vector<int> linear_assignment(const std::vector<double>& cost, int n) {
+  // Hungarian algorithm with potentials (1-indexed arrays; p[j] = row assigned to column j).
+  std::vector<double> u(n + 1, 0), v(n + 1, 0), minv(n + 1);
+  std::vector<int> p(n + 1, 0), way(n + 1, 0);
+  std::vector<char> used(n + 1);
+  for (int i = 1; i <= n; ++i) {
+    p[0] = i;
+    int j0 = 0;
+    std::fill(minv.begin(), minv.end(), kInf);
+    std::fill(used.begin(), used.end(), 0);
+    do {
+      used[j0] = 1;
+      int i0 = p[j0], j1 = 0;
+      double delta = kInf;
+      for (int j = 1; j <= n; ++j) {
+        if (used[j]) continue;
+        double cur = cost[static_cast<size_t>(i0 - 1) * n + (j - 1)] - u[i0] - v[j];
+        if (cur < minv[j]) minv[j] = cur, way[j] = j0;
+        if (minv[j] < delta) delta = minv[j], j1 = j;
+      }
+      for (int j = 0; j <= n; ++j) {
+        if (used[j]) u[p[j]] += delta, v[j] -= delta;
+        else minv[j] -= delta;
+      }
+      j0 = j1;
+    } while (p[j0] != 0);
+    do {
+      int j1 = way[j0];
+      p[j0] = p[j1];
+      j0 = j1;
+    } while (j0);
+  }
+  std::vector<int> row_to_col(n, -1);
+  for (int j = 1; j <= n; ++j)
+    if (p[j] > 0) row_to_col[p[j] - 1] = j - 1;
+  return row_to_col;
+}
+
+// ---- helpers ----------------------------------------------------------------------------
+
+static Vec3 wrap(const Vec3& f) {
+  Vec3 r;
+  for (int k = 0; k < 3; ++k) {
+    r[k] = f[k] - std::floor(f[k]);
+    if (r[k] >= 1.0) r[k] = 0.0;
+  }
+  return r;
+}
+
+static Vec3 sub(const Vec3& a, const Vec3& b) { return {a[0] - b[0], a[1] - b[1], a[2] - b[2]}; }
+
+// Shortest image of the fractional difference `d` (in the LLL basis `lll`), |v|^2 returned.
+static double shortest_image(Vec3 d, const Mat3& lll, Vec3* vec) {
+  for (double& x : d) x -= std::round(x);
+  double best = kInf;
+  for (int i = -1; i <= 1; ++i)
+    for (int j = -1; j <= 1; ++j)
+      for (int k = -1; k <= 1; ++k) {
+        Vec3 c = row_times({d[0] + i, d[1] + j, d[2] + k}, lll);
+        double d2 = dot(c, c);
+        if (d2 < best) {
+          best = d2;
+          if (vec) *vec = c;
+        }
+      }
+  return best;
+}
+
+// A structure with frac coordinates expressed in a new basis of the same lattice.
+static Crystal rebased(const Crystal& c, const Mat3& basis) {
+  Crystal r;
+  r.id = c.id;
+  r.z = c.z;
+  r.lattice = basis;
+  Mat3 t = matmul(c.lattice, inverse(basis));  // frac_old * L_old * L_new^-1
+  for (const auto& f : c.frac) r.frac.push_back(wrap(row_times(f, t)));
+  return r;
+}
+
+static Mat3 scaled(const Mat3& m, double s) {
+  Mat3 r = m;
+  for (auto& row : r)
+    for (double& v : row) v *= s;
+  return r;
+}
+
+// ---- StructureMatcher -------------------------------------------------------------------
+
+MatchResult match_structures(const Crystal& pred_in, const Crystal& ref_in, const MatcherOptions& o) {
+  MatchResult res;
+  std::string why;
+  if (!structure_valid(pred_in, 0.0, 1e-12, &why) || !structure_valid(ref_in, 0.0, 1e-12, &why)) {
+    res.reason = "invalid";
+    return res;
+  }
+  if (pred_in.size() != ref_in.size()) {
+    res.reason = "site_count";
+    return res;
+  }
+  {
+    std::vector<int> a = pred_in.z, b = ref_in.z;
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    if (a != b) {
+      res.reason = "composition";
+      return res;
+    }
+  }
+  Crystal s1 = o.niggli ? rebased(pred_in, niggli_reduce(pred_in.lattice)) : pred_in;
+  Crystal s2 = o.niggli ? rebased(ref_in, niggli_reduce(ref_in.lattice)) : ref_in;
+  if (o.scale) {
+    const double ratio = std::pow(s2.volume() / s1.volume(), 1.0 / 6.0);
+    s1.lattice = scaled(s1.lattice, ratio);
+    s2.lattice = scaled(s2.lattice, 1.0 / ratio);
+  }
+  const int n = static_cast<int>(s1.size());
+  std::vector<Vec3> cart1;
+  for (const auto& f : s1.frac) cart1.push_back(row_times(f, s1.lattice));
+
+  // mask[i][j] (i: s2 site, j: s1 site) = species differ; anchor = s2 site with most forbidden partners.
+  std::vector<char> mask(static_cast<size_t>(n) * n);
+  int anchor = 0, most = -1;
+  for (int i = 0; i < n; ++i) {
+    int forbidden = 0;
+    for (int j = 0; j < n; ++j) forbidden += (mask[static_cast<size_t>(i) * n + j] = s2.z[i] != s1.z[j]);
+    if (forbidden > most) most = forbidden, anchor = i;
+  }
+  std::vector<int> translations;
+  for (int j = 0; j < n; ++j)
+    if (!mask[static_cast<size_t>(anchor) * n + j]) translations.push_back(j);
+
+  // Lattice points of s1 within max(|a2|,|b2|,|c2|) (1 + ltol).
+  const auto p2 = s2.parameters();
+  const double radius = std::max({p2[0], p2[1], p2[2]}) * (1 + o.ltol);
+  const Vec3 rl = reciprocal_lengths(s1.lattice);
+  const int n0 = static_cast<int>(std::ceil(radius * rl[0])), n1 = static_cast<int>(std::ceil(radius * rl[1])),
+            n2 = static_cast<int>(std::ceil(radius * rl[2]));
+  if (double(2 * n0 + 1) * double(2 * n1 + 1) * double(2 * n2 + 1) > 2e7) {
+    res.reason = "degenerate_lattice";  // a needle or sheet cell: too many lattice points to enumerate
+    return res;
+  }
+  struct Point {
+    Vec3 frac, cart;
+    double len;
+  };
+  std::vector<Point> cand[3];
+  for (int i = -n0; i <= n0; ++i)
+    for (int j = -n1; j <= n1; ++j)
+      for (int k = -n2; k <= n2; ++k) {
+        Vec3 f{double(i), double(j), double(k)};
+        Vec3 c = row_times(f, s1.lattice);
+        double len = norm(c);
+        if (len > radius) continue;
+        for (int ax = 0; ax < 3; ++ax) {
+          double r = len / p2[ax];
+          if (r < 1 + o.ltol && r > 1 / (1 + o.ltol)) cand[ax].push_back({f, c, len});
+        }
+      }
+  auto angle = [](const Point& u, const Point& v) {
+    return std::acos(std::clamp(dot(u.cart, v.cart) / (u.len * v.len), -1.0, 1.0)) * 180.0 / M_PI;
+  };
+
+  const double stol = o.stol;
+  double best = kInf, best_max = 0;
+  for (const Point& pa : cand[0])
+    for (const Point& pb : cand[1]) {
+      if (!(std::abs(angle(pa, pb) - p2[5]) < o.angle_tol)) continue;  // gamma
+      for (const Point& pc : cand[2]) {
+        if (!(std::abs(angle(pb, pc) - p2[3]) < o.angle_tol)) continue;  // alpha
+        if (!(std::abs(angle(pa, pc) - p2[4]) < o.angle_tol)) continue;  // beta
+        Mat3 scale_m{pa.frac, pb.frac, pc.frac};
+        double dm = det(scale_m);
+        if (std::abs(dm) < 1e-8 || std::abs(std::abs(dm) - 1.0) >= 0.5) continue;
+        ++res.lattice_mappings;
+        Mat3 latt{pa.cart, pb.cart, pc.cart};
+        Mat3 latt_inv = inverse(latt);
+        std::vector<Vec3> f1;
+        for (const auto& c : cart1) f1.push_back(wrap(row_times(c, latt_inv)));
+        auto pl = lattice_parameters(latt);
+        Mat3 avg = lattice_from_parameters((pl[0] + p2[0]) / 2, (pl[1] + p2[1]) / 2, (pl[2] + p2[2]) / 2,
+                                           (pl[3] + p2[3]) / 2, (pl[4] + p2[4]) / 2, (pl[5] + p2[5]) / 2);
+        const double normalization = std::cbrt(n / volume(avg));
+        Vec3 frac_tol = reciprocal_lengths(avg);  // |b*_k| / (2 pi)
+        for (double& t : frac_tol) t = 2 * M_PI * t * stol / (M_PI * normalization);
+        Mat3 lll = lll_reduce(avg);
+        Mat3 to_lll = matmul(avg, inverse(lll));
+        Vec3 lll_tol = reciprocal_lengths(lll);
+        for (double& t : lll_tol) t = 2 * M_PI * t * stol / (M_PI * normalization);
+
+        for (int j0 : translations) {
+          Vec3 t = sub(f1[j0], s2.frac[anchor]);
+          std::vector<Vec3> f2(n);
+          for (int i = 0; i < n; ++i) f2[i] = {s2.frac[i][0] + t[0], s2.frac[i][1] + t[1], s2.frac[i][2] + t[2]};
+          // Coarse test: every s2 site has a same-species s1 site within frac_tol on every axis.
+          bool subset = true;
+          for (int i = 0; i < n && subset; ++i) {
+            bool found = false;
+            for (int j = 0; j < n && !found; ++j) {
+              if (mask[static_cast<size_t>(i) * n + j]) continue;
+              bool ok = true;
+              for (int k = 0; k < 3 && ok; ++k) {
+                double d = f1[j][k] - f2[i][k];
+                ok = std::abs(d - std::round(d)) <= frac_tol[k];
+              }
+              found = ok;
+            }
+            subset = found;
+          }
+          if (!subset) continue;
+          // Fine step: shortest vectors s2 -> s1 in the average lattice, assignment on |v|^2.
+          std::vector<double> d2(static_cast<size_t>(n) * n, 1e20);
+          std::vector<Vec3> vecs(static_cast<size_t>(n) * n, Vec3{0, 0, 0});
+          for (int i = 0; i < n; ++i)
+            for (int j = 0; j < n; ++j) {
+              if (mask[static_cast<size_t>(i) * n + j]) continue;
+              Vec3 dl = row_times(sub(f1[j], f2[i]), to_lll);
+              bool within = true;
+              for (int k = 0; k < 3; ++k)
+                if (std::abs(dl[k] - std::round(dl[k])) > lll_tol[k]) within = false;
+              if (!within) continue;
+              d2[static_cast<size_t>(i) * n + j] = shortest_image(dl, lll, &vecs[static_cast<size_t>(i) * n + j]);
+            }
+          std::vector<int> sol = linear_assignment(d2, n);
+          Vec3 tau{0, 0, 0};
+          bool feasible = true;
+          for (int i = 0; i < n; ++i) {
+            if (d2[static_cast<size_t>(i) * n + sol[i]] >= 1e20) feasible = false;
+            for (int k = 0; k < 3; ++k) tau[k] += vecs[static_cast<size_t>(i) * n + sol[i]][k] / n;
+          }
+          if (!feasible) continue;
+          double sum2 = 0, mx = 0;
+          for (int i = 0; i < n; ++i) {
+            double d = norm(sub(vecs[static_cast<size_t>(i) * n + sol[i]], tau)) * normalization;
+            sum2 += d * d;
+            mx = std::max(mx, d);
+          }
+          double val = std::sqrt(sum2 / n);
+          if (val < best) best = val, best_max = mx;
+          if (val < 1e-5 && val < stol) goto done;
+        }
+      }
+    }
+done:
+  if (res.lattice_mappings == 0) res.reason = "no_lattice_mapping";
+  if (best < stol) {
+    res.matched = true;
+    res.rms = best;
+    res.max_dist = best_max;
+    res.reason.clear();
+  } else if (res.reason.empty()) {
+    res.reason = "stol";
+  }
+  return res;
+}
+
+// ---- validity ---------------------------------------------------------------------------
+
+std::string construction_problem(const Crystal& c) {
+  for (const auto& r : c.lattice)
+    for (double v : r)
+      if (!std::isfinite(v)) return "nan_value";
+  for (const auto& f : c.frac)
+    for (double v : f)
+      if (!std::isfinite(v)) return "nan_value";
+  for (const auto& r : c.lattice)
+    if (!(norm(r) > 0)) return "non_positive_lattice";
+  if (c.z.empty()) return "no_atoms";
+  if (c.z.size() != c.frac.size()) return "nan_value";
+  for (int z : c.z)
+    if (z < 1 || z > kMaxZ) return "unknown_element";
+  return "";
+}
+
+double min_pair_distance(const Crystal& c) {
+  Mat3 lll = lll_reduce(c.lattice);
+  Mat3 to_lll = matmul(c.lattice, inverse(lll));
+  std::vector<Vec3> f;
+  for (const auto& x : c.frac) f.push_back(row_times(x, to_lll));
+  double best = kInf;
+  for (size_t i = 0; i < f.size(); ++i)
+    for (size_t j = i + 1; j < f.size(); ++j) best = std::min(best, shortest_image(sub(f[j], f[i]), lll, nullptr));
+  return std::sqrt(best);
+}
+
+bool structure_valid(const Crystal& c, double cutoff, double min_volume, std::string* reason) {
+  auto fail = [&](const char* r) {
+    if (reason) *reason = r;
+    return false;
+  };
+  std::string p = construction_problem(c);
+  if (!p.empty()) {
+    if (reason) *reason = p;
+    return false;
+  }
+  const double v = c.volume();
+  if (!(v >= min_volume) || !(v > 1e-12)) return fail("small_volume");
+  if (min_pair_distance(c) < cutoff) return fail("overlapping_atoms");
+  if (reason) reason->clear();
+  return true;
+}
+
+// Python's pauling_test -> eneg_states_test, including its TypeError path (missing
+// electronegativity on an oppositely charged pair: the caller treats the test as passed).
+static bool pauling_ok(const std::vector<int>& ox, const std::vector<double>& eneg) {
+  for (size_t i = 0; i < ox.size(); ++i)
+    for (size_t j = i + 1; j < ox.size(); ++j) {
+      const bool opposite = (ox[i] > 0 && ox[j] < 0) || (ox[i] < 0 && ox[j] > 0);
+      if (!opposite) continue;
+      if (std::isnan(eneg[i]) || std::isnan(eneg[j])) return true;
+      if (ox[i] > 0 && ox[j] < 0 && eneg[i] >= eneg[j]) return false;
+      if (ox[i] < 0 && ox[j] > 0 && eneg[i] <= eneg[j]) return false;
+    }
+  return true;
+}
+
+bool composition_valid(const std::vector<int>& z) {
+  if (z.empty()) return false;
+  for (int e : z)
+    if (e < 1 || e > kMaxZ) return false;
+  std::vector<int> elems = z;
+  std::sort(elems.begin(), elems.end());
+  elems.erase(std::unique(elems.begin(), elems.end()), elems.end());
+  if (elems.size() == 1) return true;
+  if (std::all_of(elems.begin(), elems.end(), is_smact_metal)) return true;
+  std::vector<long> counts;
+  for (int e : elems) counts.push_back(static_cast<long>(std::count(z.begin(), z.end(), e)));
+  long g = 0;
+  for (long c : counts) g = std::gcd(g, c);
+  for (long& c : counts) c /= g;
+  std::vector<double> eneg;
+  for (int e : elems) eneg.push_back(pauling_electronegativity(e));
+  const size_t m = elems.size();
+  // Bounds of the charge the remaining elements can still contribute (pruning only).
+  std::vector<long> lo(m + 1, 0), hi(m + 1, 0);
+  for (size_t k = m; k-- > 0;) {
+    const auto& ox = oxidation_states(elems[k]);
+    if (ox.empty()) return false;  // e.g. noble gases: no combination exists
+    lo[k] = lo[k + 1] + counts[k] * *std::min_element(ox.begin(), ox.end());
+    hi[k] = hi[k + 1] + counts[k] * *std::max_element(ox.begin(), ox.end());
+  }
+  std::vector<int> pick(m);
+  long budget = 5'000'000;  // leaves visited at most (generated garbage with many elements)
+  std::function<bool(size_t, long)> search = [&](size_t k, long charge) -> bool {
+    if (k == m) {
+      --budget;
+      return charge == 0 && pauling_ok(pick, eneg);
+    }
+    if (charge + lo[k] > 0 || charge + hi[k] < 0 || budget <= 0) return false;
+    for (int s : oxidation_states(elems[k])) {
+      pick[k] = s;
+      if (search(k + 1, charge + counts[k] * s)) return true;
+    }
+    return false;
+  };
+  return search(0, 0);
+}
+
+double density(const Crystal& c) {
+  if (!construction_problem(c).empty() || !(c.volume() > 0)) return std::numeric_limits<double>::quiet_NaN();
+  double mass = 0;
+  for (int z : c.z) mass += atomic_mass(z);
+  return mass / c.volume() * 1.66053906660;  // amu/Å^3 -> g/cm^3
+}
+
+int num_elements(const Crystal& c) {
+  std::vector<int> z = c.z;
+  std::sort(z.begin(), z.end());
+  return static_cast<int>(std::unique(z.begin(), z.end()) - z.begin());
+}
+
+double wasserstein1(std::vector<double> u, std::vector<double> v) {
+  if (u.empty() || v.empty()) return std::numeric_limits<double>::quiet_NaN();
+  std::sort(u.begin(), u.end());
+  std::sort(v.begin(), v.end());
+  std::vector<double> all(u);
+  all.insert(all.end(), v.begin(), v.end());
+  std::sort(all.begin(), all.end());
+  double total = 0;
+  for (size_t i = 0; i + 1 < all.size(); ++i) {
+    const double x = all[i];
+    const double cu = static_cast<double>(std::upper_bound(u.begin(), u.end(), x) - u.begin()) / u.size();
+    const double cv = static_cast<double>(std::upper_bound(v.begin(), v.end(), x) - v.begin()) / v.size();
+    total += std::abs(cu - cv) * (all[i + 1] - x);
+  }
+  return total;
+}
+
+}  // namespace crysbfn

@@ -1,0 +1,243 @@
+// DM1 plugin: JVP correctness, the MeanFlow identity on an analytic flow, the dispersive
+// losses, the environment and the scripted expert.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "dm1/dm1.h"
+
+using namespace dm1;
+
+namespace {
+
+DomainOptions small_domain(const std::string& variant, int64_t demos = 20) {
+  DomainOptions o;
+  o.observation = variant;
+  o.demos = demos;
+  o.heldout_demos = 5;
+  return o;
+}
+
+std::unique_ptr<PolicyModel> small_policy(const BiReachDomain& d, int64_t hidden = 32) {
+  PolicyOptions o;
+  o.hidden = hidden;
+  o.layers = 2;
+  o.obs_hidden = 32;
+  o.obs_embed = 16;
+  o.time_embed = 8;
+  o.action_dim = 16;
+  auto g = at::detail::createCPUGenerator(0);
+  auto c = d.sample_conditions(2, g);
+  auto s = c.at("obs").sizes();
+  o.obs_shape.assign(s.begin() + 1, s.end());
+  o.proprio_dim = c.has("proprio") ? c.at("proprio").size(1) : 0;
+  return std::make_unique<PolicyModel>(o, std::vector<int64_t>{8, 2}, "cpu");
+}
+
+// The exact MeanFlow average velocity of 1-D Gaussian data N(m, s^2) under the official path
+// z_t = (1 - t) x + t eps: mu_t = (1 - t) m, sigma_t = sqrt((1 - t)^2 s^2 + t^2), and the
+// flow map z_r = mu_r + sigma_r (z_t - mu_t) / sigma_t, so u = (z_t - z_r) / (t - r).
+struct AnalyticU : flowkit::Model {
+  double m, s;
+  torch::nn::Module dummy;
+  AnalyticU(double m_, double s_) : m(m_), s(s_) {}
+  torch::Tensor sigma(const torch::Tensor& t) const { return torch::sqrt((1 - t).pow(2) * s * s + t.pow(2)); }
+  torch::Tensor velocity(const torch::Tensor& z, const torch::Tensor& t) const {
+    torch::Tensor st = sigma(t), ds = (-(1 - t) * s * s + t) / st;
+    return -m + ds / st * (z - (1 - t) * m);
+  }
+  torch::Tensor forward(const torch::Tensor& z, const torch::Tensor& t_in, const flowkit::Conditioning& cond) override {
+    torch::Tensor t = t_in.reshape({-1, 1}), r = cond.at("r").reshape({-1, 1});
+    torch::Tensor zr = (1 - r) * m + sigma(r) * (z - (1 - t) * m) / sigma(t);
+    torch::Tensor h = t - r;
+    torch::Tensor safe = torch::where(h.abs() < 1e-9, torch::ones_like(h), h);
+    return torch::where(h.abs() < 1e-9, velocity(z, t), (z - zr) / safe);
+  }
+  torch::nn::Module& module() override { return dummy; }
+};
+
+}  // namespace
+
+TEST(Dm1Jvp, ForwardAdMatchesDoubleBackward) {
+  for (const char* variant : {"state", "image"}) {
+    SCOPED_TRACE(variant);
+    BiReachDomain d(small_domain(variant));
+    auto model = small_policy(d);
+    model->module().to(torch::kDouble);
+    auto g = at::detail::createCPUGenerator(3);
+    flowkit::Batch b = d.train_batch(16, g);
+    flowkit::Conditioning cond;
+    for (const auto& n : b.names())
+      if (n != "x") cond.set(n, b.at(n).to(torch::kDouble));
+    torch::Tensor x = b.at("x").to(torch::kDouble);
+    torch::Tensor z = torch::randn(x.sizes(), g, torch::kDouble), v = torch::randn(x.sizes(), g, torch::kDouble);
+    torch::Tensor t = torch::rand({16}, g, torch::kDouble), r = t * torch::rand({16}, g, torch::kDouble);
+    Jvp a = meanflow_jvp(*model, z, t, r, v, cond, "forward_ad");
+    Jvp ref = meanflow_jvp(*model, z, t, r, v, cond, "double_backward");
+    double rel = ((a.dudt - ref.dudt).norm() / ref.dudt.norm()).item<double>();
+    EXPECT_LT(rel, 1e-10);
+    EXPECT_LT((a.u - ref.u).abs().max().item<double>(), 1e-12);
+    EXPECT_GT(ref.dudt.norm().item<double>(), 1e-3);  // non-trivial
+    // And the JVP is the directional derivative: central difference along (v, 1, 0).
+    const double e = 1e-5;
+    flowkit::Conditioning cr = cond;
+    cr.set("r", r);
+    torch::NoGradGuard ng;
+    torch::Tensor fd = (model->forward(z + e * v, t + e, cr) - model->forward(z - e * v, t - e, cr)) / (2 * e);
+    EXPECT_LT(((fd - a.dudt).norm() / a.dudt.norm()).item<double>(), 1e-6);
+  }
+}
+
+TEST(Dm1MeanFlow, IdentityHoldsForAnalyticGaussianFlow) {
+  AnalyticU model(0.7, 0.3);
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  auto g = at::detail::createCPUGenerator(1);
+  torch::Tensor z = torch::randn({64, 1}, g, opts) * 1.5;
+  torch::Tensor t = 0.05 + 0.9 * torch::rand({64}, g, opts), r = t * torch::rand({64}, g, opts);
+  flowkit::Conditioning cond;
+  cond.set("r", r);
+  torch::Tensor v = model.velocity(z, t.reshape({-1, 1}));
+  // The loss target with the marginal velocity as tangent: u_tgt = v - (t - r) du/dt = u.
+  Jvp j = meanflow_jvp(model, z, t, r, v, cond, "forward_ad");
+  torch::Tensor tgt = v - (t - r).reshape({-1, 1}) * j.dudt;
+  EXPECT_LT((tgt - j.u).abs().max().item<double>(), 1e-9);
+  // The correction term matters: u differs from the instantaneous velocity.
+  EXPECT_GT((v - j.u).abs().max().item<double>(), 1e-3);
+  // One MeanFlow step maps N(0, 1) to N(m, s^2).
+  MeanFlowSolver solver(1, 0.0);
+  flowkit::SampleRequest req;
+  req.n = 20000;
+  req.item_shape = {1};
+  req.options = opts;
+  flowkit::SolveResult out = solver.sample(model, nullptr, req, g);
+  EXPECT_NEAR(out.x.mean().item<double>(), 0.7, 0.01);
+  EXPECT_NEAR(out.x.std().item<double>(), 0.3, 0.01);
+  EXPECT_EQ(out.nfe, 1);
+}
+
+TEST(Dm1MeanFlow, TimeSamplerRatioAndOrder) {
+  MeanFlowOptions o;
+  o.ratio_r_neq_t = 0.25;
+  MeanFlowLoss loss(o);
+  auto g = at::detail::createCPUGenerator(4);
+  auto [t, r] = loss.sample_tr(1000, g, torch::kFloat);
+  EXPECT_TRUE((t >= r).all().item<bool>());
+  EXPECT_EQ((t == r).sum().item<int64_t>(), 750);
+  EXPECT_TRUE(((t > 0) & (t < 1)).all().item<bool>());
+  // logit-normal(-0.4, 1): median of max(a, b) above sigmoid(-0.4) = 0.401.
+  EXPECT_GT(t.median().item<double>(), 0.40);
+}
+
+TEST(Dm1Dispersive, KnownMinimumAndMaximum) {
+  const int64_t B = 16;
+  torch::Tensor same = torch::ones({B, 8}, torch::kDouble);
+  torch::Tensor far = 1000.0 * torch::eye(B, torch::kDouble);
+  EXPECT_NEAR(dispersive_wang_he(same, 0.5).item<double>(), 0.0, 1e-12);
+  EXPECT_NEAR(dispersive_wang_he(far, 0.5).item<double>(), -std::log(16.0), 1e-9);
+  EXPECT_NEAR(dispersive_dm1(same, 0.5).item<double>(), -std::log(std::exp(10.0) + B - 1), 1e-6);  // d clamped at 1e-6
+  EXPECT_NEAR(dispersive_dm1(far, 0.5).item<double>(), -(10.0 + std::log(16.0)), 1e-9);
+  // In between, and gradients that push rows apart (finite, non-zero).
+  auto g = at::detail::createCPUGenerator(5);
+  torch::Tensor z = (0.1 * torch::randn({B, 8}, g, torch::kDouble)).requires_grad_(true);
+  torch::Tensor l = dispersive_wang_he(z, 0.5);
+  EXPECT_LT(l.item<double>(), 0.0);
+  EXPECT_GT(l.item<double>(), -std::log(16.0));
+  l.backward();
+  torch::Tensor z2 = (z - 0.1 * z.grad()).detach();  // a descent step spreads the rows
+  auto spread = [](const torch::Tensor& a) { return torch::cdist(a, a).mean().item<double>(); };
+  EXPECT_GT(spread(z2), spread(z.detach()));
+}
+
+TEST(Dm1Dispersive, GradientReachesTheEncoder) {
+  BiReachDomain d(small_domain("state"));
+  auto model = small_policy(d);
+  auto grads = [&](double lambda, const std::string& form, const std::string& pass) {
+    MeanFlowOptions o;
+    o.dispersive_weight = lambda;
+    o.dispersive_form = form;
+    o.dispersive_pass = pass;
+    o.dispersive_taps = "obs";
+    MeanFlowLoss loss(o);
+    auto g = at::detail::createCPUGenerator(7);
+    model->module().zero_grad();
+    auto out = loss.compute(*model, nullptr, d.train_batch(64, g), g);
+    out.loss.backward();
+    std::vector<torch::Tensor> gs;
+    for (const auto& p : model->net()->named_parameters())
+      if (p.key().rfind("state_enc", 0) == 0) gs.push_back(p.value().grad().clone());
+    return gs;
+  };
+  auto base = grads(0.0, "wang_he", "same");
+  for (auto [form, pass] : {std::pair{"wang_he", "same"}, {"dm1", "clean"}}) {
+    SCOPED_TRACE(form);
+    auto with = grads(0.5, form, pass);
+    double diff = 0;
+    for (size_t i = 0; i < base.size(); ++i) diff += (with[i] - base[i]).abs().sum().item<double>();
+    EXPECT_GT(diff, 1e-6) << "the dispersive term does not change the encoder's gradients";
+  }
+}
+
+TEST(Dm1Env, DynamicsCollisionSuccessTimeout) {
+  EnvOptions o;
+  BiReachEnv env(o);
+  Vec2 g0 = env.goal_position(0);
+  // 0: straight up into the obstacle; 1: next to goal 0; 2: clipped action; 3: idle.
+  env.reset_to({{0, -0.81}, {g0.x - 0.1, g0.y}, {0.9, -0.9}, {-0.9, -0.9}}, {0, 0, 3, 3});
+  env.step({{0, 1}, {1, 0}, {3, -0.5}, {0, 0}});
+  EXPECT_NEAR(env.positions()[2].x, 0.95, 1e-12);
+  EXPECT_NEAR(env.positions()[2].y, -0.925, 1e-12);
+  EXPECT_NEAR(env.previous_actions()[2].x, 1.0, 1e-12);
+  EXPECT_EQ(env.status()[1], Status::success);
+  for (int k = 1; k < 10; ++k) env.step({{0, 1}, {1, 0}, {1, 0}, {0, 0}});
+  EXPECT_EQ(env.status()[0], Status::running);  // y = -0.31 after 10 steps
+  EXPECT_NEAR(env.positions()[1].x, g0.x - 0.05, 1e-12);  // finished episodes do not move
+  EXPECT_NEAR(env.positions()[2].x, 1.0, 1e-12);  // clipped to the workspace
+  env.step({{0, 1}, {0, 0}, {0, 0}, {0, 0}});
+  EXPECT_EQ(env.status()[0], Status::collision);
+  while (!env.all_done()) env.step(std::vector<Vec2>(4, Vec2{0, 0}));
+  EXPECT_EQ(env.status()[3], Status::timeout);
+  EXPECT_EQ(env.steps_taken(), o.horizon);
+  // Side bookkeeping: a detour on the right.
+  BiReachEnv e2(o);
+  e2.reset_to({{0, -0.8}}, {0});
+  for (int k = 0; k < 12; ++k) e2.step({{1, 0.2}});
+  for (int k = 0; k < 20 && e2.side()[0] == 0; ++k) e2.step({{0, 1}});
+  EXPECT_EQ(e2.side()[0], 1);
+  // Wilson interval sanity.
+  auto [lo, hi] = wilson(50, 100);
+  EXPECT_NEAR(lo, 0.4038, 1e-3);
+  EXPECT_NEAR(hi, 0.5962, 1e-3);
+}
+
+TEST(Dm1Env, ScriptedExpertSucceedsWithBothModes) {
+  EnvOptions o;
+  BiReachEnv env(o);
+  Expert expert(env, ExpertOptions{});
+  auto g = at::detail::createCPUGenerator(11);
+  env.reset(500, g);
+  expert.reset(500, g);
+  while (!env.all_done()) env.step(expert.act(g));
+  int succ = 0, left = 0, succ_left = 0, succ_right = 0;
+  for (int i = 0; i < 500; ++i) {
+    bool s = env.status()[i] == Status::success;
+    succ += s;
+    left += env.side()[i] < 0;
+    EXPECT_EQ(env.side()[i], expert.sides()[i]) << "the expert switched sides";
+    (env.side()[i] < 0 ? succ_left : succ_right) += s;
+  }
+  EXPECT_GE(succ, 475);
+  EXPECT_GT(left, 200);
+  EXPECT_LT(left, 300);
+  EXPECT_GT(succ_left, 200);
+  EXPECT_GT(succ_right, 200);
+  // Domain data: chunks in the action range, observations of both variants.
+  BiReachDomain ds(small_domain("state", 10)), di(small_domain("image", 10));
+  auto gb = at::detail::createCPUGenerator(2);
+  auto b = di.train_batch(8, gb);
+  EXPECT_TRUE(b.at("x").sizes().equals({8, 8, 2}));
+  EXPECT_TRUE(b.at("obs").sizes().equals({8, 1, 16, 16}));
+  EXPECT_TRUE(b.at("proprio").sizes().equals({8, 4}));
+  EXPECT_LE(ds.train_batch(64, gb).at("x").abs().max().item<double>(), 1.0);
+  EXPECT_GE(ds.train_data().successes, 9);
+}

@@ -10,18 +10,19 @@ import argparse, json, os
 p = argparse.ArgumentParser()
 p.add_argument("out")
 p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-p.add_argument("--steps", type=int, default=2000)
+p.add_argument("--steps", type=int, default=4000)
 p.add_argument("--demos", type=int, default=200)
 p.add_argument("--observation", default="state")
 p.add_argument("--rollouts", type=int, default=200)
 a = p.parse_args()
 
-MF = {"type": "dm1.meanflow"}                       # official: 25 % r != t, adaptive p = 1
+MF = {"type": "dm1.meanflow", "weighting": "mse"}   # 25 % r != t; plain MSE as DM1 (adaptive p = 1 is mode-seeking: see docs/methods/dm1.md)
 ARMS = {
     # name: (loss, solver, path, eval steps)
     "reg":   ({"type": "dm1.regression"}, {"type": "dm1.direct"}, None, [1]),
     "fm":    ({"type": "standard.cfm"}, {"type": "standard.euler", "steps": 50}, {"type": "standard.affine"}, [1, 10, 50]),
     "mf":    (MF, {"type": "dm1.meanflow_sampler"}, None, [1, 5]),
+    "mfad":  ({**MF, "weighting": "adaptive"}, {"type": "dm1.meanflow_sampler"}, None, [1]),   # official weighting p = 1
     "mf0":   ({**MF, "ratio_r_neq_t": 0.0}, {"type": "dm1.meanflow_sampler"}, None, [1]),
     "wh0.1": ({**MF, "dispersive_weight": 0.1}, {"type": "dm1.meanflow_sampler"}, None, [1]),
     "wh0.5": ({**MF, "dispersive_weight": 0.5}, {"type": "dm1.meanflow_sampler"}, None, [1]),

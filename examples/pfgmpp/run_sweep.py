@@ -2,7 +2,7 @@
 """PFGM++ experiments: the 2-D toy D-sweep and the digits D-sweep with robustness grids.
 
 Usage (from the repository root):
-    examples/pfgmpp/run_sweep.sh [toy|digits|all|summary|reeval]
+    examples/pfgmpp/run_sweep.sh [toy|digits|clip|all|summary|reeval]
 Environment: FLOWKIT (default build/bin/flowkit), OUT (default runs/pfgmpp_sweep),
 DIGITS_D / TOY_D (comma lists, e.g. "1,4,inf"), DIGITS_STEPS / TOY_STEPS (training steps),
 GRID_D (the D values that get the robustness grids; default 1,16,128,2048,inf).
@@ -120,6 +120,19 @@ def toy(res):
             run_once(q, name, res, "%s/steps%d" % (name, steps))
 
 
+def digits_official_clip(res):
+    """D = 1e6 with the official two-sided clip of B (every draw clipped at N = 64)."""
+    p = load("digits.json")
+    if "DIGITS_STEPS" in os.environ:
+        p["train"]["steps"] = int(os.environ["DIGITS_STEPS"])
+    p["path"]["D"] = 1e6
+    p["path"]["clip_lower"] = True
+    for seed in (1, 2, 3):
+        q = copy.deepcopy(p)
+        q["sample"]["seed"] = seed
+        run_once(q, "digits_D1e+06_clip2", res, "digits_D1e+06_clip2/seed%d" % seed)
+
+
 def digits(res):
     base = load("digits.json")
     if "DIGITS_STEPS" in os.environ:
@@ -166,7 +179,7 @@ COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 10
 
 
 def line_plot(path, xs, curves, logy=True, W=640, H=400, M=40):
-    """curves: [(label, [y...])]; one colour per curve (legend order = COLORS), light grid."""
+    """curves: [(colour index, [y...])]; x values equally spaced; log-y grid lines at 1, 2, 5 x 10^k."""
     img = [[255] * (3 * W) for _ in range(H)]
 
     def put(x, y, c, r=1):
@@ -195,7 +208,7 @@ def line_plot(path, xs, curves, logy=True, W=640, H=400, M=40):
         put(x, H - M, (0, 0, 0), 0)
     for y in range(M, H - M):
         put(M, y, (0, 0, 0), 0)
-    for ci, (_, c) in enumerate(curves):
+    for ci, c in curves:
         col = COLORS[ci % len(COLORS)]
         pts = [(X(i), Y(v)) for i, v in enumerate(c) if v is not None and v > 0]
         for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
@@ -240,7 +253,7 @@ def summary(res):
                     if k + tag(v) in res else "–" for v in values) + " |")
             out.append("")
     names = sorted({k.split("/")[0] for k in res if k.startswith("digits_")},
-                   key=lambda n: math.inf if n.endswith("inf") else float(n.split("_D")[1]))
+                   key=lambda n: (n.endswith("clip2"), math.inf if n.endswith("inf") else float(n.split("_D")[1].split("_")[0])))
     if not names:
         print("\n".join(out))
         return
@@ -277,10 +290,10 @@ def summary(res):
             c0 = fd(n, "seed1")
             out.append("| %s | " % n.split("_D")[1] + " | ".join(
                 "%.2f (%.2f)" % (v, v / c0) if v is not None else "–" for v in row) + " |")
-            curves.append((n, row))
+            curves.append((names.index(n), row))
         out.append("")
         line_plot(os.path.join(OUT, "plots", "fd_vs_%s.png" % key), values, curves)
-    out.append("Plot curves in order of D: " + ", ".join(
+    out.append("Plot colours (fd_vs_*.png in OUT/plots; x: the grid values equally spaced, y: FD-digits, log scale with lines at 1, 2, 5 x 10^k): " + ", ".join(
         "%s = rgb%s" % (n.split("_D")[1], COLORS[i % len(COLORS)]) for i, n in enumerate(names)))
     print("\n".join(out))
 
@@ -296,4 +309,6 @@ if __name__ == "__main__":
         toy(res)
     if what in ("digits", "all"):
         digits(res)
+    if what in ("clip", "all"):
+        digits_official_clip(res)
     summary(results())

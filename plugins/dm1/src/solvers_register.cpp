@@ -149,7 +149,7 @@ std::unique_ptr<flowkit::Component> make_meanflow_loss(const flowkit::Config& cf
   o.ratio_r_neq_t = cfg.get<double>("ratio_r_neq_t", 0.25, Range{0.0, 1.0});
   o.p_mean = cfg.get<double>("p_mean", -0.4);
   o.p_std = cfg.get<double>("p_std", 1.0, Range::positive());
-  o.weighting = choice(cfg, "weighting", "adaptive", {"adaptive", "mse"});
+  o.weighting = choice(cfg, "weighting", "mse", {"mse", "adaptive"});
   o.adaptive_p = cfg.get<double>("adaptive_p", 1.0, Range::at_least(0.0));
   o.adaptive_c = cfg.get<double>("adaptive_c", 0.01, Range::positive());
   o.jvp = choice(cfg, "jvp", "forward_ad", {"forward_ad", "double_backward"});

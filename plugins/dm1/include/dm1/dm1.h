@@ -234,7 +234,9 @@ Jvp meanflow_jvp(flowkit::Model& model, const torch::Tensor& z, const torch::Ten
 struct MeanFlowOptions {
   double ratio_r_neq_t = 0.25;
   double p_mean = -0.4, p_std = 1.0;
-  std::string weighting = "adaptive";   // adaptive | mse
+  // mse (DM1; default) | adaptive (official, p = 1: l / sg(l + c) is a bounded, mode-seeking
+  // loss whose minimiser for a bimodal target is one mode, not the conditional mean).
+  std::string weighting = "mse";
   double adaptive_p = 1.0, adaptive_c = 0.01;
   std::string jvp = "forward_ad";
   double dispersive_weight = 0.0;

@@ -3,9 +3,9 @@
 # evaluates each sampling variant by 200 closed-loop rollouts, measures batch-1 latency with
 # dm1-controller (when built), and prints the summary table.
 #
-#   examples/dm1/run_experiments.sh [BUILD_DIR=build] [OUT=runs/dm1] [SEEDS="0 1 2"] [STEPS=2000] [DEMOS=200] [OBS=state]
+#   examples/dm1/run_experiments.sh [BUILD_DIR=build] [OUT=runs/dm1] [SEEDS="0 1 2"] [STEPS=4000] [DEMOS=200] [OBS=state]
 set -euo pipefail
-BUILD=${1:-build}; OUT=${2:-runs/dm1}; SEEDS=${3:-"0 1 2"}; STEPS=${4:-2000}; DEMOS=${5:-200}; OBS=${6:-state}
+BUILD=${1:-build}; OUT=${2:-runs/dm1}; SEEDS=${3:-"0 1 2"}; STEPS=${4:-4000}; DEMOS=${5:-200}; OBS=${6:-state}
 HERE=$(cd "$(dirname "$0")" && pwd)
 FK="$BUILD/bin/flowkit"; CTL="$BUILD/bin/dm1-controller"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -17,14 +17,14 @@ train_one() {  # pipeline file
   local name; name=$(basename "$1" .json)
   if [ -f "$RUNS/$name/weights.pt" ]; then return 0; fi
   rm -rf "${RUNS:?}/$name"
-  nice -n 10 "$FK" -q train "$1" --runs-dir "$RUNS" > "$LOG/$name.train.log" 2>&1
+  nice -n 5 "$FK" -q train "$1" --runs-dir "$RUNS" > "$LOG/$name.train.log" 2>&1
 }
 export -f train_one; export FK RUNS LOG
 cut -f5 "$PLAN" | sort -u | xargs -P 2 -I{} bash -c 'train_one {}'
 
 RESULTS="$OUT/results_${OBS}_d${DEMOS}.jsonl"; : > "$RESULTS"
 while IFS=$'\t' read -r name arm seed k f fk; do
-  m=$(nice -n 10 "$FK" -q eval "$fk" --name "$name" --runs-dir "$RUNS" | sed -n 's/^metrics: //p')
+  m=$(nice -n 5 "$FK" -q eval "$fk" --name "$name" --runs-dir "$RUNS" | sed -n 's/^metrics: //p')
   lat='{}'
   if [ -x "$CTL" ]; then lat=$("$CTL" "$RUNS/$name" --steps "$k" --calls 200 --episodes 10 2>/dev/null || echo '{}'); fi
   printf '{"arm":"%s","seed":%s,"k":%s,"obs":"%s","demos":%s,"metrics":%s,"latency":%s}\n' \

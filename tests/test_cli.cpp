@@ -100,3 +100,21 @@ TEST(Cli, ComponentDocsAreGeneratedFromTheManifests) {
   std::string committed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(generated, committed) << "docs/components.md is stale: run `build/bin/flowkit describe --markdown > docs/components.md`";
 }
+
+TEST(Cli, RepeatedRunWithoutNameGetsAFreshDirectory) {
+  TempDir tmp;
+  const std::string pipeline = (tmp.path() / "tiny.json").string();
+  std::ofstream(pipeline) << R"({"name": "tiny", "domain": {"type": "standard.toy2d"}, "path": {"type": "standard.affine"},
+    "model": {"type": "standard.mlp", "hidden": 16, "layers": 1}, "loss": {"type": "standard.cfm"},
+    "solver": {"type": "standard.euler", "steps": 2}, "train": {"steps": 2}, "sample": {"count": 10}})";
+  std::string out;
+  const std::string cmd = "cd " + tmp.path().string() + " && " + kFlowkit + " train " + pipeline;
+  ASSERT_EQ(run(cmd, &out), 0) << out;
+  ASSERT_EQ(run(cmd, &out), 0) << out;
+  EXPECT_TRUE(fs::exists(tmp.path() / "runs/tiny/checkpoints/last.pt"));
+  EXPECT_TRUE(fs::exists(tmp.path() / "runs/tiny-2/checkpoints/last.pt"));
+  // With an explicit --name the existing run is protected instead.
+  out.clear();
+  EXPECT_EQ(run(cmd + " --name tiny", &out), 1);
+  EXPECT_THAT_MSG(out, "already holds checkpoints; use --resume");
+}

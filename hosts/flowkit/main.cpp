@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 
 #include "describe.h"
@@ -122,6 +123,15 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "{}: valid\n", pipeline_file);
       return kOk;
     }
+    std::string sub = app.get_subcommands().front()->get_name();
+    // A fresh `train`/`run` without --name never touches an earlier run: it takes <name>-2, -3, ...
+    if (run_name.empty() && !resume && (sub == "train" || sub == "run")) {
+      namespace fs = std::filesystem;
+      auto taken = [&](const std::string& n) { return fs::exists(fs::path(runs_dir) / n / "checkpoints" / "last.pt"); };
+      run_name = pipeline.name;
+      for (int i = 2; taken(run_name); ++i) run_name = pipeline.name + "-" + std::to_string(i);
+      if (run_name != pipeline.name) spdlog::info("runs/{} already exists; this run is {}", pipeline.name, run_name);
+    }
     core::RunOptions options;
     options.runs_root = runs_dir;
     options.run_name = run_name;
@@ -130,7 +140,6 @@ int main(int argc, char** argv) {
     options.checkpoint = checkpoint;
     options.progress_bar = isatty(STDERR_FILENO) && !quiet;
     core::Session session(pipeline, host, options);
-    std::string sub = app.get_subcommands().front()->get_name();
     if (sub == "train" || sub == "run") {
       auto s = session.train();
       spdlog::info("trained steps {}..{} at {:.1f} steps/s; checkpoint {}", s.start_step, s.end_step, s.steps_per_second, s.checkpoint);

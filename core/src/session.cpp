@@ -309,6 +309,7 @@ struct Session::Impl {
     model->module().train();
     auto t_start = std::chrono::steady_clock::now();
     auto t_window = t_start;
+    auto last_draw = t_start;
     int64_t window_start = step;
     double loss_sum = 0;
     int64_t loss_count = 0;
@@ -333,29 +334,34 @@ struct Session::Impl {
       ++loss_count;
       summary.final_loss = value;
       bool last = step == stop;
-      if (step % log_every == 0 || last) {
-        auto now = std::chrono::steady_clock::now();
+      bool log_now = step % log_every == 0 || last;
+      auto now = std::chrono::steady_clock::now();
+      // On a terminal the bar is redrawn a few times a second; log lines keep their interval.
+      bool draw_now = options.progress_bar && (log_now || now - last_draw > std::chrono::milliseconds(200));
+      if (log_now || draw_now) {
         double secs = std::chrono::duration<double>(now - t_window).count();
         double rate = static_cast<double>(step - window_start) / std::max(secs, 1e-9);
-        nlohmann::json line = {{"step", step}, {"loss", loss_sum / loss_count}, {"lr", lr}, {"steps_per_sec", rate}};
-        if (clip > 0) line["grad_norm"] = grad_norm;
-        for (const auto& [k, v] : out.logs) line[k] = v;
-        append_line(dir / "metrics.jsonl", line);
         std::string msg = fmt::format("step {}/{}  loss {:.5f}  {:.1f} it/s  ETA {}", step, total, loss_sum / loss_count,
                                       rate, format_eta(static_cast<double>(total - step) / rate));
-        if (options.progress_bar) {
+        if (draw_now) {
           int width = 30;
           int filled = static_cast<int>(width * step / std::max<int64_t>(total, 1));
           fmt::print(stderr, "\r[{}{}] {}\033[K", std::string(filled, '#'), std::string(width - filled, '.'), msg);
           if (last) fmt::print(stderr, "\n");
-          log_file->log(spdlog::details::log_msg("flowkit", spdlog::level::info, msg));  // the bar replaces console lines
-        } else {
-          spdlog::info("{}", msg);
+          last_draw = now;
         }
-        t_window = now;
-        window_start = step;
-        loss_sum = 0;
-        loss_count = 0;
+        if (log_now) {
+          nlohmann::json line = {{"step", step}, {"loss", loss_sum / loss_count}, {"lr", lr}, {"steps_per_sec", rate}};
+          if (clip > 0) line["grad_norm"] = grad_norm;
+          for (const auto& [k, v] : out.logs) line[k] = v;
+          append_line(dir / "metrics.jsonl", line);
+          if (options.progress_bar) log_file->log(spdlog::details::log_msg("flowkit", spdlog::level::info, msg));
+          else spdlog::info("{}", msg);
+          t_window = now;
+          window_start = step;
+          loss_sum = 0;
+          loss_count = 0;
+        }
       }
       if ((ckpt_every > 0 && step % ckpt_every == 0) || last) save_checkpoint();
     }

@@ -2,6 +2,7 @@
 // message asserted; resolution fills defaults and the resolved config validates as is.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -87,4 +88,24 @@ TEST(Pipeline, NestedComponentParametersAreCheckedRecursively) {
   v = validate_pipeline(doc, "nested.json", host);
   ASSERT_TRUE(v.ok()) << v.report();
   EXPECT_EQ(v.pipeline.resolved["model"]["inner"]["scheduler"], "condot");  // nested default filled in
+}
+
+TEST(Config, TypedAccessNamesTheKeyAndReadsInfinity) {
+  flowkit::Config cfg(nlohmann::json{{"D", "inf"}, {"n", "many"}, {"lr", -1.0}, {"steps", 3}}, "p.json", "/model");
+  EXPECT_TRUE(std::isinf(cfg.get<double>("D")));
+  EXPECT_EQ(cfg.get<int64_t>("steps"), 3);
+  EXPECT_EQ(cfg.get<int64_t>("absent", 7), 7);
+  try {
+    cfg.get<int64_t>("n");
+    FAIL();
+  } catch (const flowkit::ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), "p.json:/model/n: expected integer, found string \"many\"");
+  }
+  try {
+    cfg.get<double>("lr", 0.1, flowkit::Range::at_least(0));
+    FAIL();
+  } catch (const flowkit::ConfigError& e) {
+    EXPECT_THAT_MSG(e.what(), "p.json:/model/lr: value -1.0 is outside [0, inf]");
+  }
+  EXPECT_THROW(cfg.get<double>("missing"), flowkit::ConfigError);
 }

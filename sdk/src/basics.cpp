@@ -86,6 +86,12 @@ void Config::check_type(const std::string& key, const nlohmann::json& v, const c
   if (!ok) fail(key, "expected " + e + ", found " + std::string(v.type_name()) + " " + v.dump());
 }
 
+bool Config::is_infinity(const nlohmann::json& v) {
+  if (!v.is_string()) return false;
+  const std::string& s = v.get_ref<const std::string&>();
+  return s == "inf" || s == "infinity" || s == "+inf";
+}
+
 std::string Config::describe(Range r) {
   std::ostringstream s;
   s << "[" << r.lo << ", " << r.hi << "]";

@@ -58,6 +58,9 @@ class Config {
   template <class T>
   T convert(const std::string& key) const {
     const auto& v = value_.at(key);
+    // "inf" is how JSON spells an infinite number (manifest params with "allow_inf").
+    if constexpr (std::is_floating_point_v<T>)
+      if (is_infinity(v)) return std::numeric_limits<T>::infinity();
     check_type(key, v, type_name<T>());
     try {
       return v.get<T>();
@@ -74,6 +77,7 @@ class Config {
     else return "any";
   }
   void check_type(const std::string& key, const nlohmann::json& v, const char* expected) const;
+  static bool is_infinity(const nlohmann::json& v);
   static std::string describe(Range r);
 
   nlohmann::json value_ = nlohmann::json::object();

@@ -87,20 +87,15 @@ std::vector<std::string> plugin_search_dirs(const SearchOptions& options) {
   return unique;
 }
 
-// A loaded plugin: its library stays mapped for the life of the process (LibTorch
-// plugins crash on unload, pytorch#46171, #61111), so the handle is deliberately leaked.
-struct PluginHost::Loaded {
-  const PluginManifest* manifest = nullptr;
-  std::map<std::pair<Kind, std::string>, Factory> factories;
-};
-
+// Loaded libraries stay mapped for the life of the process (LibTorch plugins crash on
+// unload, pytorch#46171, #61111), so their handles are deliberately leaked.
 static std::vector<boost::dll::shared_library>& pinned_libraries() {
   static auto* libs = new std::vector<boost::dll::shared_library>();  // never destroyed
   return *libs;
 }
 
-PluginHost::PluginHost(SearchOptions options) : options_(std::move(options)) {
-  dirs_ = plugin_search_dirs(options_);
+PluginHost::PluginHost(const SearchOptions& options) {
+  dirs_ = plugin_search_dirs(options);
   for (const auto& dir : dirs_) {
     trace("scanning {}", dir);
     std::error_code ec;
@@ -263,11 +258,8 @@ Expected<bool> PluginHost::load(const std::string& plugin) {
   if (declared != registered)
     return R::failure(where + ": components registered by the library differ from the manifest: manifest declares [" +
                       list_of(declared) + "], library registers [" + list_of(registered) + "]");
-  auto loaded = std::make_shared<Loaded>();
-  loaded->manifest = m;
-  loaded->factories = std::move(registry.factories);
-  loaded_[plugin] = loaded;
-  trace("  loaded {} with {} components", plugin, loaded->factories.size());
+  trace("  loaded {} with {} components", plugin, registry.factories.size());
+  loaded_[plugin] = std::move(registry.factories);
   return true;
 }
 
@@ -280,7 +272,7 @@ std::unique_ptr<Component> PluginHost::create(Kind kind, const Config& cfg, cons
                       "'" + type + "' is a " + kind_name((*spec)->kind) + ", expected a " + kind_name(kind));
   auto ok = load((*spec)->plugin);
   if (!ok) throw Error(ok.error());
-  const auto& factories = loaded_.at((*spec)->plugin)->factories;
+  const Factories& factories = loaded_.at((*spec)->plugin);
   const Factory& factory = factories.at({kind, (*spec)->name});
   std::unique_ptr<Component> component;
   try {

@@ -69,6 +69,7 @@ struct Session::Impl {
   PluginHost& host;
   RunOptions options;
   fs::path dir;
+  std::string dir_string;  // dir, for Session::run_dir()
   torch::Device device = torch::kCPU;
   std::unique_ptr<Component> parts[5];
   Domain* domain = nullptr;
@@ -90,6 +91,7 @@ struct Session::Impl {
     eval_cfg = pipeline.section("eval");
     std::string name = options.run_name.empty() ? pipeline.name : options.run_name;
     dir = fs::path(options.runs_root) / name;
+    dir_string = dir.string();
     fs::create_directories(dir / "checkpoints");
     setup_logging();
     std::string dev = train_cfg.get<std::string>("device");
@@ -412,11 +414,7 @@ Session::Session(const Pipeline& pipeline, PluginHost& host, RunOptions options)
     : impl_(std::make_unique<Impl>(pipeline, host, std::move(options))) {}
 Session::~Session() = default;
 
-const std::string& Session::run_dir() const {
-  static thread_local std::string s;
-  s = impl_->dir.string();
-  return s;
-}
+const std::string& Session::run_dir() const { return impl_->dir_string; }
 
 TrainSummary Session::train() { return impl_->train(); }
 

@@ -22,7 +22,7 @@ std::vector<std::string> plugin_search_dirs(const SearchOptions& options);
 
 class PluginHost {
  public:
-  explicit PluginHost(SearchOptions options = {});
+  explicit PluginHost(const SearchOptions& options = {});
   ~PluginHost();
   PluginHost(const PluginHost&) = delete;
   PluginHost& operator=(const PluginHost&) = delete;
@@ -49,14 +49,13 @@ class PluginHost {
   std::unique_ptr<Component> create(Kind kind, const Config& cfg, const BuildContext& ctx);
 
  private:
-  struct Loaded;
+  using Factories = std::map<std::pair<Kind, std::string>, Factory>;
   const PluginManifest* manifest_of(const std::string& plugin, std::string* error) const;
-  SearchOptions options_;
   std::vector<std::string> dirs_;
   std::vector<PluginManifest> plugins_;
   std::vector<std::string> manifest_errors_;
   std::map<std::string, std::string> pins_;
-  std::map<std::string, std::shared_ptr<Loaded>> loaded_;
+  std::map<std::string, Factories> loaded_;  // by plugin name; libraries stay mapped forever
 };
 
 // Helpers shared with the pipeline validator.

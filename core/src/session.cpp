@@ -396,12 +396,13 @@ struct Session::Impl {
       SampleRequest req;
       req.n = n;
       req.item_shape = domain->item_shape();
-      req.cond = domain->sample_conditions(n, g).to(device);
+      req.cond = domain->sample_conditions(done, n, g).to(device);
       req.steps = steps;
       req.options = torch::TensorOptions().dtype(torch::kFloat32).device(device);
       SolveResult r = solver->sample(*model, path, req, g);
       Batch b = req.cond.to(torch::kCPU);
       b.set("x", r.x.to(torch::kCPU));
+      for (const auto& [name, value] : r.fields) b.set(name, value.to(torch::kCPU));
       parts_out.push_back(std::move(b));
       *nfe = r.nfe;
     }
@@ -458,11 +459,14 @@ nlohmann::json Session::evaluate() {
     s.model->module().train();
   } else {
     auto g = make_generator(s.device, static_cast<uint64_t>(s.sample_cfg.get<int64_t>("seed")));
+    const auto t0 = std::chrono::steady_clock::now();
     Batch samples = s.generate(s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("steps"),
                                s.sample_cfg.get<bool>("use_ema"), g, &nfe);
+    const double sample_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     Batch reference = s.domain->reference(s.eval_cfg.get<int64_t>("reference_count"), eval_gen);
     result = s.domain->evaluate(samples, reference, metrics, eval_gen);
     result["samples"] = samples.at("x").size(0);
+    result["sample_seconds"] = sample_seconds;  // wall time of generating them (all chunks)
   }
   result["step"] = s.step;
   result["nfe"] = nfe;

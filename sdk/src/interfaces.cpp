@@ -17,7 +17,7 @@ Model::~Model() = default;
 Loss::~Loss() = default;
 Solver::~Solver() = default;
 
-Conditioning Domain::sample_conditions(int64_t, torch::Generator&) const { return {}; }
+Conditioning Domain::sample_conditions(int64_t, int64_t, torch::Generator&) const { return {}; }
 
 nlohmann::json Domain::rollout(const Policy&, const std::vector<std::string>&, torch::Generator&) const {
   throw Error("this domain has no environment to roll a policy out in");

@@ -311,7 +311,7 @@ TEST(CrysDomain, SamplersMetricsAndWriter) {
   EXPECT_EQ(a.at("x").sizes(), torch::IntArrayRef({32, 6}));
   auto r1 = d.reference(500, g1), r2 = d.reference(500, g2);
   EXPECT_TRUE(torch::equal(r1.at("frac"), r2.at("frac")));
-  auto cond = d.sample_conditions(500, g1);
+  auto cond = d.sample_conditions(0, 500, g1);
   EXPECT_TRUE(torch::equal(cond.at("types"), r1.at("types")));
 
   // The reference against itself: everything matches with RMSE 0.
@@ -320,7 +320,13 @@ TEST(CrysDomain, SamplersMetricsAndWriter) {
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_DOUBLE_EQ(m.at("match_rate").get<double>(), 1.0);
   EXPECT_LT(m.at("rmse").get<double>(), 1e-6);
+  EXPECT_DOUBLE_EQ(m.at("match_rate_novel").get<double>(), 1.0);
+  EXPECT_LT(m.at("lattice_length_error").get<double>(), 1e-6);
   EXPECT_DOUBLE_EQ(m.at("struct_validity").get<double>(), 1.0);
+  // Compositions of test[:500] that never occur in val (the notes count 3,050 of all 3,785).
+  const int64_t novel = m.at("novel_pairs").get<int64_t>();
+  EXPECT_GT(novel, 350);
+  EXPECT_LT(novel, 450);
   // The distances use the valid generated crystals only (CDVAE): the 1% composition-invalid
   // reference crystals drop out of the "generated" side, so these are small but not 0.
   EXPECT_LT(m.at("density_w1").get<double>(), 0.05);
@@ -599,8 +605,10 @@ TEST(CrysValidity, Wasserstein1) {
 TEST(CrysManifest, DeclaresEveryParameterWithTheCodesDefaults) {
   std::ifstream in(std::string(FLOWKIT_SOURCE_DIR) + "/plugins/crysbfn/plugin.json");
   auto m = nlohmann::json::parse(in);
-  ASSERT_EQ(m.at("components").size(), 1u);
-  const auto& params = m.at("components")[0].at("params");
+  nlohmann::json params;
+  for (const auto& c : m.at("components"))
+    if (c.at("name") == "crystal") params = c.at("params");
+  ASSERT_TRUE(params.is_object());
   std::set<std::string> declared;
   for (const auto& [k, v] : params.items()) {
     declared.insert(k);
@@ -639,5 +647,8 @@ TEST(CrysManifest, DeclaresEveryParameterWithTheCodesDefaults) {
   ASSERT_NE(domain, nullptr);
   EXPECT_EQ(domain->metric_names().front(), "struct_validity");
   auto g = at::detail::createCPUGenerator(1);
-  EXPECT_TRUE(domain->sample_conditions(4, g).empty());
+  // Generation conditions: atom counts only, drawn from the training histogram (perov-5: 5).
+  auto cond = domain->sample_conditions(0, 4, g);
+  EXPECT_EQ(cond.names(), std::vector<std::string>{"num_atoms"});
+  EXPECT_TRUE(torch::equal(cond.at("num_atoms"), torch::full({4}, 5, torch::kLong)));
 }

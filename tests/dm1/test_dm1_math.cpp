@@ -28,7 +28,7 @@ std::unique_ptr<PolicyModel> small_policy(const BiReachDomain& d, int64_t hidden
   o.time_embed = 8;
   o.action_dim = 16;
   auto g = at::detail::createCPUGenerator(0);
-  auto c = d.sample_conditions(2, g);
+  auto c = d.sample_conditions(0, 2, g);
   auto s = c.at("obs").sizes();
   o.obs_shape.assign(s.begin() + 1, s.end());
   o.proprio_dim = c.has("proprio") ? c.at("proprio").size(1) : 0;

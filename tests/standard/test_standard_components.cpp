@@ -181,7 +181,7 @@ TEST(StandardDomains, DigitsLoaderAndSplit) {
   flowkit::Batch ref = d.reference(1000, gen);
   EXPECT_EQ(ref.at("x").size(0), 297);
   EXPECT_EQ(std::get<0>(torch::_unique(ref.at("x").matmul(torch::randn({64, 1}, gen)).squeeze(1))).size(0), 297);
-  flowkit::Conditioning c = d.sample_conditions(500, gen);
+  flowkit::Conditioning c = d.sample_conditions(0, 500, gen);
   EXPECT_EQ(c.at("label").min().item<int64_t>(), 0);
   EXPECT_EQ(c.at("label").max().item<int64_t>(), 9);
   nlohmann::json m = d.evaluate(b, ref, d.metric_names(), gen);

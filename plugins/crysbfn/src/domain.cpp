@@ -1,5 +1,6 @@
 // The crystal domain `crysbfn.crystal`, its factory and the plugin's registration.
 #include "crysbfn/domain.h"
+#include "crysbfn/methods.h"
 
 #include <dlfcn.h>
 
@@ -40,12 +41,22 @@ CrystalDomain::CrystalDomain(CrystalDomainOptions options, std::string device)
     : options_(std::move(options)), device_(device) {
   train_ = load(options_.train_file, options_.skip_bad_rows, &skipped_);
   reference_ = load(options_.reference_file, options_.skip_bad_rows, &skipped_);
+  index_train_compositions();
+}
+
+void CrystalDomain::index_train_compositions() {
+  for (const auto& c : train_) {
+    auto key = c.z;
+    std::sort(key.begin(), key.end());
+    train_compositions_.insert(key);
+  }
 }
 
 CrystalDomain::CrystalDomain(std::vector<Crystal> train, std::vector<Crystal> reference, CrystalDomainOptions options,
                              std::string device)
     : options_(std::move(options)), train_(std::move(train)), reference_(std::move(reference)), device_(device) {
   if (train_.empty() || reference_.empty()) throw flowkit::Error("crysbfn.crystal: empty training or reference set");
+  index_train_compositions();
 }
 
 Batch CrystalDomain::train_batch(int64_t n, torch::Generator& gen) {
@@ -64,18 +75,32 @@ Batch CrystalDomain::reference(int64_t n, torch::Generator&) {
   return to_batch(std::vector<Crystal>(reference_.begin(), reference_.begin() + static_cast<long>(m)), device_);
 }
 
-flowkit::Conditioning CrystalDomain::sample_conditions(int64_t n, torch::Generator& gen) const {
+flowkit::Conditioning CrystalDomain::sample_conditions(int64_t first, int64_t n, torch::Generator& gen) const {
   flowkit::Conditioning c;
-  if (options_.task != "csp") return c;
-  Batch ref = const_cast<CrystalDomain*>(this)->reference(n, gen);
+  if (options_.task != "csp") {
+    // Generation: atom counts drawn from the training histogram (CDVAE's num_atoms_dist).
+    torch::Tensor idx = torch::randint(static_cast<int64_t>(train_.size()), {std::max<int64_t>(n, 0)}, gen,
+                                       torch::TensorOptions().dtype(torch::kLong).device(gen.device()))
+                            .to(torch::kCPU);
+    torch::Tensor num = torch::empty({idx.size(0)}, torch::kLong);
+    for (int64_t i = 0; i < idx.size(0); ++i) num[i] = static_cast<int64_t>(train_[idx[i].item<int64_t>()].size());
+    c.set("num_atoms", num.to(device_));
+    return c;
+  }
+  // Items first .. first+n-1 of reference(count): the compositions to predict, in order.
+  const size_t lo = std::min(static_cast<size_t>(std::max<int64_t>(first, 0)), reference_.size());
+  const size_t hi = std::min(lo + static_cast<size_t>(std::max<int64_t>(n, 0)), reference_.size());
+  Batch ref = to_batch(std::vector<Crystal>(reference_.begin() + static_cast<long>(lo), reference_.begin() + static_cast<long>(hi)), device_);
   for (const char* name : {"types", "num_atoms", "batch"}) c.set(name, ref.at(name));
   return c;
 }
 
 std::vector<std::string> CrystalDomain::metric_names() const {
   if (options_.task == "csp")
-    return {"match_rate", "rmse", "struct_validity", "comp_validity", "validity", "density_w1", "num_elements_w1"};
-  return {"struct_validity", "comp_validity", "validity", "density_w1", "num_elements_w1", "match_rate", "rmse"};
+    return {"match_rate", "rmse", "match_rate_novel", "lattice_length_error", "struct_validity", "comp_validity", "validity",
+            "density_w1", "num_elements_w1"};
+  return {"struct_validity", "comp_validity", "validity", "density_w1", "num_elements_w1", "match_rate", "rmse",
+          "match_rate_novel", "lattice_length_error"};
 }
 
 nlohmann::json CrystalDomain::evaluate(const Batch& generated, const Batch& reference,
@@ -116,7 +141,7 @@ nlohmann::json CrystalDomain::evaluate(const Batch& generated, const Batch& refe
   if (wants({"validity"})) out["validity"] = fraction([&](size_t i) { return sv[i] && cv[i]; });
   out["invalid_reasons"] = reasons;
 
-  if (wants({"match_rate", "rmse"})) {
+  if (wants({"match_rate", "rmse", "match_rate_novel", "lattice_length_error"})) {
     const size_t pairs = std::min(gen.size(), ref.size());
     size_t matched = 0;
     double rms_sum = 0;
@@ -127,6 +152,27 @@ nlohmann::json CrystalDomain::evaluate(const Batch& generated, const Batch& refe
     }
     out["pairs"] = pairs;
     out["matched"] = matched;
+    // The same restricted to reference compositions absent from the training file (perov-5's
+    // random split puts polymorphs of one composition on both sides).
+    size_t novel = 0, novel_matched = 0;
+    double length_error = 0;
+    size_t lengths = 0;
+    for (size_t i = 0; i < pairs; ++i) {
+      auto key = ref[i].z;
+      std::sort(key.begin(), key.end());
+      if (!train_compositions_.count(key)) {
+        ++novel;
+        if (sv[i] && match_structures(gen[i], ref[i], options_.matcher).matched) ++novel_matched;
+      }
+      auto pg = gen[i].parameters(), pr = ref[i].parameters();
+      if (std::isfinite(pg[0] + pg[1] + pg[2])) {
+        for (int k = 0; k < 3; ++k) length_error += std::abs(pg[k] - pr[k]) / pr[k] / 3;
+        ++lengths;
+      }
+    }
+    out["novel_pairs"] = novel;
+    if (wants({"match_rate_novel"})) out["match_rate_novel"] = novel ? static_cast<double>(novel_matched) / static_cast<double>(novel) : kNaN;
+    if (wants({"lattice_length_error"})) out["lattice_length_error"] = lengths ? length_error / static_cast<double>(lengths) : kNaN;
     if (wants({"match_rate"})) out["match_rate"] = pairs ? static_cast<double>(matched) / static_cast<double>(pairs) : kNaN;
     if (wants({"rmse"})) out["rmse"] = matched ? rms_sum / static_cast<double>(matched) : kNaN;
   }
@@ -239,6 +285,9 @@ std::unique_ptr<flowkit::Component> make_crystal_domain(const flowkit::Config& c
   }
 }
 
-void register_components(flowkit::Registry& r) { r.add(flowkit::Kind::domain, "crystal", &make_crystal_domain); }
+void register_components(flowkit::Registry& r) {
+  r.add(flowkit::Kind::domain, "crystal", &make_crystal_domain);
+  register_methods(r);
+}
 
 }  // namespace crysbfn

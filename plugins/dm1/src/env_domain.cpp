@@ -273,7 +273,7 @@ flowkit::Batch BiReachDomain::reference(int64_t n, torch::Generator& gen) {
   return rows(heldout_, idx);
 }
 
-flowkit::Conditioning BiReachDomain::sample_conditions(int64_t n, torch::Generator& gen) const {
+flowkit::Conditioning BiReachDomain::sample_conditions(int64_t, int64_t n, torch::Generator& gen) const {
   BiReachEnv env(o_.env);
   env.reset(n, gen);
   return observe(env, o_.observation);

@@ -133,7 +133,7 @@ std::unique_ptr<flowkit::Component> make_policy(const flowkit::Config& cfg, cons
   o.action_dim = 1;
   for (int64_t d : shape) o.action_dim *= d;
   auto g = at::detail::createCPUGenerator(0);
-  flowkit::Conditioning c = ctx.domain->sample_conditions(2, g);
+  flowkit::Conditioning c = ctx.domain->sample_conditions(0, 2, g);
   if (!c.has("obs")) cfg.fail("type", "dm1.policy needs a domain whose conditions hold an observation 'obs'");
   auto s = c.at("obs").sizes();
   o.obs_shape.assign(s.begin() + 1, s.end());

@@ -523,7 +523,7 @@ Batch DigitsDomain::reference(int64_t n, torch::Generator& gen) {
   return b;
 }
 
-flowkit::Conditioning DigitsDomain::sample_conditions(int64_t n, torch::Generator& gen) const {
+flowkit::Conditioning DigitsDomain::sample_conditions(int64_t, int64_t n, torch::Generator& gen) const {
   flowkit::Conditioning c;
   c.set("label", randint(10, {n}, gen).to(device_));
   return c;

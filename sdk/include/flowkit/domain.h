@@ -29,8 +29,11 @@ class Domain : public Component {
   virtual Batch train_batch(int64_t n, torch::Generator& gen) = 0;
   // n held-out items used as the reference of the metrics (fixed split, not used to train).
   virtual Batch reference(int64_t n, torch::Generator& gen) = 0;
-  // Conditioning for generating n items (e.g. random labels); empty when unconditional.
-  virtual Conditioning sample_conditions(int64_t n, torch::Generator& gen) const;
+  // Conditioning for generating items first .. first+n-1 of one sampling run (e.g. random
+  // labels); empty when unconditional. The host samples in chunks and passes each chunk's
+  // offset, so conditions tied to a position (CSP: the composition of reference item i) stay
+  // paired with reference(count) whatever the chunk size.
+  virtual Conditioning sample_conditions(int64_t first, int64_t n, torch::Generator& gen) const;
 
   // Names of the metrics `evaluate` understands; the first ones are the defaults.
   virtual std::vector<std::string> metric_names() const = 0;

@@ -18,6 +18,9 @@ struct SolveResult {
   torch::Tensor x;                          // state at the last grid time
   int64_t nfe = 0;                          // number of vector-field evaluations
   std::vector<torch::Tensor> intermediates; // states at every grid time (if requested)
+  // Further named outputs of a sample beyond "x" (a crystal's per-atom "frac" and "types"),
+  // merged into the sample batch the domain evaluates and writes.
+  TensorMap fields;
 };
 
 struct SampleRequest {

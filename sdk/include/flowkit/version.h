@@ -12,6 +12,6 @@
 //  * bump MINOR for additions that old plugins do not see: a new free helper in the SDK
 //    library, a new interface kind, a new non-virtual convenience function;
 //  * never change either for internal host changes.
-#define FLOWKIT_API_MAJOR 1
+#define FLOWKIT_API_MAJOR 2
 #define FLOWKIT_API_MINOR 0
 #define FLOWKIT_VERSION "0.1.0"

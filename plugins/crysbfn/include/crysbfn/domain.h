@@ -2,6 +2,7 @@
 // shipped), crystal batches, CSP and generation metrics, CIF + JSON writers.
 #pragma once
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,15 +39,18 @@ class CrystalDomain : public flowkit::Domain {
   // The first min(n, size) crystals of the reference file, in file order (a fixed subset;
   // the generator is not used), so CSP predictions pair with references by index.
   flowkit::Batch reference(int64_t n, torch::Generator& gen) override;
-  // CSP: the compositions ("types", "num_atoms", "batch") of reference(n). Generation: empty.
-  flowkit::Conditioning sample_conditions(int64_t n, torch::Generator& gen) const override;
+  // CSP: the compositions ("types", "num_atoms", "batch") of reference items first..first+n-1.
+  // Generation: "num_atoms" drawn from the training set's atom-count histogram.
+  flowkit::Conditioning sample_conditions(int64_t first, int64_t n, torch::Generator& gen) const override;
 
-  // csp: match_rate, rmse, struct_validity, comp_validity, validity, density_w1, num_elements_w1
-  // gen: struct_validity, comp_validity, validity, density_w1, num_elements_w1, match_rate, rmse
+  // csp: match_rate, rmse, match_rate_novel, lattice_length_error, struct_validity, comp_validity,
+  //      validity, density_w1, num_elements_w1; gen: the validity and distance metrics first.
   std::vector<std::string> metric_names() const override;
   // match_rate: generated[i] vs reference[i] for i < min(B_gen, B_ref), matched and
   //   structurally valid, divided by the number of pairs. rmse: mean normalised RMS over the
   //   matched pairs (NaN when none matched). *_validity: fractions of generated crystals.
+  //   match_rate_novel: the match rate over pairs whose reference composition is absent from
+  //   the training file. lattice_length_error: mean |a - a_ref| / a_ref over a, b, c.
   //   density_w1, num_elements_w1: Wasserstein-1 between the valid generated crystals (all
   //   constructible ones when none is valid) and the reference crystals.
   // Extra keys: "pairs", "matched", "invalid_reasons" (counts).
@@ -62,8 +66,10 @@ class CrystalDomain : public flowkit::Domain {
   int64_t skipped_rows() const { return skipped_; }
 
  private:
+  void index_train_compositions();
   CrystalDomainOptions options_;
   std::vector<Crystal> train_, reference_;
+  std::set<std::vector<int>> train_compositions_;  // sorted atomic numbers of each training crystal
   int64_t skipped_ = 0;
   torch::Device device_;
 };

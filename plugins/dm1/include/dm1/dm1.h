@@ -134,7 +134,7 @@ class BiReachDomain : public flowkit::Domain {
   std::vector<int64_t> item_shape() const override { return {o_.chunk, 2}; }
   flowkit::Batch train_batch(int64_t n, torch::Generator& gen) override;
   flowkit::Batch reference(int64_t n, torch::Generator& gen) override;
-  flowkit::Conditioning sample_conditions(int64_t n, torch::Generator& gen) const override;
+  flowkit::Conditioning sample_conditions(int64_t first, int64_t n, torch::Generator& gen) const override;
   std::vector<std::string> metric_names() const override;
   nlohmann::json evaluate(const flowkit::Batch& generated, const flowkit::Batch& reference,
                           const std::vector<std::string>& metrics, torch::Generator& gen) const override;

@@ -101,7 +101,7 @@ class DigitsDomain : public flowkit::Domain {
   flowkit::Batch train_batch(int64_t n, torch::Generator& gen) override;  // with replacement
   // min(n, 297) distinct held-out rows in random order.
   flowkit::Batch reference(int64_t n, torch::Generator& gen) override;
-  flowkit::Conditioning sample_conditions(int64_t n, torch::Generator& gen) const override;
+  flowkit::Conditioning sample_conditions(int64_t first, int64_t n, torch::Generator& gen) const override;
   std::vector<std::string> metric_names() const override;
   nlohmann::json evaluate(const flowkit::Batch& generated, const flowkit::Batch& reference,
                           const std::vector<std::string>& metrics, torch::Generator& gen) const override;

@@ -1,0 +1,95 @@
+// crysbfn/cspnet.h — the CSPNet-style periodic-E(3)-invariant network `crysbfn.cspnet`
+// (DiffCSP's decoder, as CrysBFN uses it), shared by the Bayesian flow and the diffusion
+// baseline so both compare on the same network.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flowkit/config.h"
+#include "flowkit/model.h"
+#include "flowkit/registry.h"
+
+namespace crysbfn {
+
+struct CspNetOptions {
+  int64_t hidden = 96;
+  int64_t layers = 4;
+  int64_t num_freqs = 32;     // Fourier features k = 0..F-1 of fractional differences
+  int64_t time_dim = 64;      // sinusoidal embedding of t * 1000
+  bool accuracy_input = true; // 3 per-atom scalars (CrysBFN's entropy conditioning) enter the nodes
+  // Atom types enter as an embedding of the atomic number (CSP: types are given), or as a
+  // distribution over `vocabulary` through a Linear layer (generation: 2*theta - 1).
+  bool type_distribution = false;
+  std::vector<int64_t> vocabulary;  // atomic numbers of the type head / distribution input
+};
+
+// One crystal state as the network sees it. Per atom: frac [A,3] (fractional coordinates,
+// period 1; values outside [0,1) are fine), accuracy [A,3] (ignored unless accuracy_input),
+// types [A] atomic numbers or type_probs [A,K]. Per crystal: lattice [B,3,3] (rows = vectors,
+// any scale: the network only sees L L^T), t [B]. batch [A]: crystal index of each atom.
+struct CrystalInput {
+  torch::Tensor frac, accuracy, types, type_probs, lattice, t, batch;
+  int64_t num_crystals = 0;
+};
+
+// coord [A,3]: per-atom output of the coordinate head (a residual on the circle for the BFN,
+// a score for diffusion); lattice [B,3,3] = M(h) * lattice_in (O(3)-equivariant);
+// type_logits [A,K] when the model has a vocabulary.
+struct CrystalOutput {
+  torch::Tensor coord, lattice, type_logits;
+};
+
+class CspNetImpl : public torch::nn::Module {
+ public:
+  explicit CspNetImpl(const CspNetOptions& o);
+  CrystalOutput forward(const CrystalInput& in);
+  const CspNetOptions& options() const { return o_; }
+
+ private:
+  CspNetOptions o_;
+  torch::nn::Embedding type_embedding_{nullptr};
+  torch::nn::Linear type_linear_{nullptr}, node_in_{nullptr}, coord_head_{nullptr}, lattice_head_{nullptr},
+      type_head_{nullptr};
+  torch::nn::ModuleList edge_mlps_, node_mlps_, norms_;
+  torch::nn::LayerNorm final_norm_{nullptr};
+  torch::Tensor z_to_index_;  // atomic number -> vocabulary index (generation)
+};
+TORCH_MODULE(CspNet);
+
+// Edges of fully connected crystals including self-loops (n^2 per crystal, as CSPNet's
+// dense_to_sparse(block_diag(ones))): {source, target} atom indices.
+std::pair<torch::Tensor, torch::Tensor> crystal_edges(const torch::Tensor& num_atoms);
+// Atom -> crystal index from the per-crystal atom counts.
+torch::Tensor atom_batch_index(const torch::Tensor& num_atoms);
+// Batched lattice parameters [B,6] (a, b, c in Å; alpha, beta, gamma in degrees) of
+// lattice matrices [B,3,3] and back (pymatgen convention), differentiable.
+torch::Tensor lattice_to_parameters(const torch::Tensor& lattice);
+torch::Tensor parameters_to_lattice(const torch::Tensor& params);
+
+class CrystalModel : public flowkit::Model {
+ public:
+  CrystalModel(const CspNetOptions& o, const std::string& device);
+  // The methods call this: the full crystal state in, every head out. Virtual so a test can
+  // put an oracle behind the samplers.
+  virtual CrystalOutput predict(const CrystalInput& in) { return net_->forward(in); }
+  // The generic flowkit contract: x [B,6] lattice parameters of the current state, t [B],
+  // cond = the crystal's other fields ("frac", "types", "num_atoms"; optional "accuracy",
+  // "type_probs"); returns the lattice head's prediction as lattice parameters [B,6].
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const flowkit::Conditioning& cond) override;
+  torch::nn::Module& module() override { return *net_; }
+  const CspNetOptions& options() const { return net_->options(); }
+
+ private:
+  CspNet net_;
+};
+
+// Factory of `crysbfn.cspnet`; with type_input = "distribution" the vocabulary is the set of
+// elements in the crystal domain's training data.
+std::unique_ptr<flowkit::Component> make_cspnet(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
+// The model as a CrystalModel, or a flowkit::Error naming `who`.
+CrystalModel& as_crystal_model(flowkit::Model& model, const std::string& who);
+
+}  // namespace crysbfn

@@ -1,0 +1,100 @@
+// crysbfn/flows.h — the two crystal "paths": CrysBFN's Bayesian flow (`crysbfn.bfn`) and the
+// DiffCSP-style diffusion (`crysbfn.diffusion`). Each holds its schedules, so the loss and the
+// sampler of a pipeline read one definition. Through the generic flowkit::Path contract each
+// exposes its lattice process on a plain tensor (t = 0 prior, t = 1 data); the per-atom parts
+// are the extra methods below, used by crysbfn's losses and samplers.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "crysbfn/bfn_math.h"
+#include "flowkit/config.h"
+#include "flowkit/path.h"
+#include "flowkit/registry.h"
+
+namespace crysbfn {
+
+// ---- CrysBFN ------------------------------------------------------------------------------
+struct BayesianFlowOptions {
+  int64_t steps = 10;            // N: discrete-time steps of training (and of the full sampler)
+  double beta1 = 1e3;            // final coordinate accuracy (von Mises concentration)
+  double sigma1 = 0.0316228;     // lattice (and Euclidean-coordinate) Gaussian BFN: sigma_1
+  double lattice_std = 1.9612;   // lattice normalisation (perov-5)
+  double beta1_type = 3.0;       // discrete BFN on atom types: beta(t) = beta1_type * t^2
+  bool periodic = true;          // false: the Euclidean ablation (Gaussian BFN on fractional coordinates)
+  std::string schedule_file;     // optional (i, alpha, beta) table instead of the computed schedule
+};
+
+class BayesianFlow : public flowkit::Path {
+ public:
+  explicit BayesianFlow(BayesianFlowOptions o);
+  const BayesianFlowOptions& options() const { return o_; }
+  const AccuracySchedule& schedule() const { return schedule_; }
+
+  // gamma(t) = 1 - sigma1^(2t): the Gaussian BFN's accuracy fraction at time t.
+  torch::Tensor gamma(const torch::Tensor& t) const;
+  // mu ~ N(gamma x, gamma (1 - gamma)): the Gaussian Bayesian-flow distribution.
+  torch::Tensor gaussian_flow(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen) const;
+  // Weight of the discrete-time Gaussian loss at step i (1..N): N (1 - s^(2/N)) / (2 s^(2i/N)).
+  torch::Tensor gaussian_weight(const torch::Tensor& i) const;
+  // Weight of the circular loss at step i: N alpha_i I1(alpha_i)/I0(alpha_i) (the code's).
+  torch::Tensor circular_weight(const torch::Tensor& i) const;
+  // Per-atom conditioning input of a belief: periodic: normalised log concentration of c;
+  // Euclidean: the same quantity for the Gaussian precision 1/(1 - gamma(t)).
+  torch::Tensor accuracy_input(const torch::Tensor& c) const { return normalised_log_accuracy(c, o_.beta1); }
+  torch::Tensor euclidean_accuracy_input(const torch::Tensor& t_atoms) const;
+  // Discrete BFN on types: theta = softmax(y), y ~ N(beta(t)(K p - 1), beta(t) K I), p [A,K]
+  // (a one-hot of the data in training, the network's distribution in end-back sampling).
+  torch::Tensor type_flow(const torch::Tensor& p, const torch::Tensor& t_atoms, torch::Generator& gen) const;
+
+  // flowkit::Path: the lattice's Gaussian flow with x0 = the standard normal draw:
+  // xt = gamma x1 + sqrt(gamma (1 - gamma)) x0; prior = 0 (the flow's mean at t = 0).
+  flowkit::PathSample sample(const torch::Tensor& x0, const torch::Tensor& x1, const torch::Tensor& t) const override;
+  torch::Tensor prior(int64_t n, const std::vector<int64_t>& item_shape, torch::Generator& gen,
+                      const torch::TensorOptions& options) const override;
+
+ private:
+  BayesianFlowOptions o_;
+  AccuracySchedule schedule_;
+  torch::Tensor circular_weight_;  // [N+1] float64, index i
+};
+
+// ---- DiffCSP-style diffusion -----------------------------------------------------------------
+struct DiffusionOptions {
+  int64_t steps = 1000;        // T
+  double sigma_begin = 0.005;  // wrapped-normal noise of the coordinates at s = 1
+  double sigma_end = 0.5;      // ... at s = T (log-spaced in between)
+  double cosine_s = 0.008;     // cosine schedule of the lattice DDPM
+};
+
+class WrappedDiffusion : public flowkit::Path {
+ public:
+  explicit WrappedDiffusion(DiffusionOptions o);
+  const DiffusionOptions& options() const { return o_; }
+  // Index s in 0..T (0: data). float64 tables.
+  const torch::Tensor& alpha_bar() const { return alpha_bar_; }  // [T+1], alpha_bar[0] = 1
+  const torch::Tensor& sigma() const { return sigma_; }          // [T+1], sigma[0] = 0
+  const torch::Tensor& sigma_norm() const { return sigma_norm_; }  // E[score^2] of WN(sigma), [T+1]
+  // Score of the wrapped normal WN(0, sigma^2) (period 1) at x: d/dx log sum_k N(x + k; 0, sigma^2).
+  static torch::Tensor wrapped_normal_score(const torch::Tensor& x, const torch::Tensor& sigma);
+
+  // flowkit::Path: the lattice DDPM in flowkit time (t = 1 - s/T):
+  // xt = sqrt(abar) x1 + sqrt(1 - abar) x0, with abar of the continuous cosine schedule.
+  flowkit::PathSample sample(const torch::Tensor& x0, const torch::Tensor& x1, const torch::Tensor& t) const override;
+  torch::Tensor prior(int64_t n, const std::vector<int64_t>& item_shape, torch::Generator& gen,
+                      const torch::TensorOptions& options) const override;
+
+ private:
+  DiffusionOptions o_;
+  torch::Tensor alpha_bar_, sigma_, sigma_norm_;
+};
+
+std::unique_ptr<flowkit::Component> make_bayesian_flow(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
+std::unique_ptr<flowkit::Component> make_diffusion(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
+const BayesianFlow& as_bayesian_flow(const flowkit::Path* path, const std::string& who);
+const WrappedDiffusion& as_diffusion(const flowkit::Path* path, const std::string& who);
+
+}  // namespace crysbfn

@@ -1,0 +1,84 @@
+// crysbfn/methods.h — training objectives and samplers of CrysBFN and of the DiffCSP-style
+// baseline. Both read their schedules from the pipeline's path (crysbfn/flows.h) and run the
+// network through CrystalModel::predict (crysbfn/cspnet.h).
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+#include "crysbfn/cspnet.h"
+#include "crysbfn/flows.h"
+#include "flowkit/loss.h"
+#include "flowkit/solver.h"
+
+namespace crysbfn {
+
+// CrysBFN's discrete-time objective as the official code computes it: per crystal a step
+// i ~ U{1..N}, t = (i-1)/N; coordinates from the simulated circular flow at i-1 (or the
+// Gaussian flow in the Euclidean ablation), lattice from the Gaussian flow at t, types (gen)
+// from the discrete flow at t; loss = cost_lattice L_lattice + cost_coord L_coord (+ cost_type L_type).
+struct BfnLossOptions {
+  double cost_coord = 1, cost_lattice = 1, cost_type = 1;
+  bool cosine = false;  // coordinate distance: false = squared minimum-image angle (code), true = 2(1 - cos) (paper)
+};
+class BfnLoss : public flowkit::Loss {
+ public:
+  explicit BfnLoss(BfnLossOptions o) : o_(o) {}
+  flowkit::LossOutput compute(flowkit::Model& model, const flowkit::Path* path, const flowkit::Batch& batch,
+                              torch::Generator& gen) override;
+
+ private:
+  BfnLossOptions o_;
+};
+
+// End-back sampler: at each call the network sees the belief at index b (t = b/N) and the
+// next belief is redrawn from the Bayesian-flow distribution given its prediction. steps = N
+// visits every index (NFE = N); fewer steps stride over the indices (b_k = round(k N / steps)).
+class BfnSampler : public flowkit::Solver {
+ public:
+  explicit BfnSampler(int64_t steps) : steps_(steps) {}
+  flowkit::SolveResult integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
+                                 torch::Generator& gen, bool keep_intermediates) const override;
+  flowkit::SolveResult sample(flowkit::Model& model, const flowkit::Path* path, const flowkit::SampleRequest& req,
+                              torch::Generator& gen) const override;
+  torch::Tensor grid(int64_t steps) const override;
+
+ private:
+  int64_t steps_;  // 0: the flow's N
+};
+
+// DiffCSP: wrapped-normal score matching on fractional coordinates (target normalised by
+// sqrt(E[score^2])), epsilon-prediction DDPM on the raw lattice; s ~ U{1..T}.
+class DiffusionLoss : public flowkit::Loss {
+ public:
+  DiffusionLoss(double cost_coord, double cost_lattice) : cost_coord_(cost_coord), cost_lattice_(cost_lattice) {}
+  flowkit::LossOutput compute(flowkit::Model& model, const flowkit::Path* path, const flowkit::Batch& batch,
+                              torch::Generator& gen) override;
+
+ private:
+  double cost_coord_, cost_lattice_;
+};
+
+// Reverse diffusion over `steps` indices T = s_1 > ... > s_steps >= 1 -> 0 (strided when
+// steps < T): predictor = the VE reverse step on coordinates and the DDPM posterior on the
+// lattice; optional Langevin corrector on the coordinates first (one more network call per step).
+class DiffusionSampler : public flowkit::Solver {
+ public:
+  DiffusionSampler(int64_t steps, bool corrector, double step_lr)
+      : steps_(steps), corrector_(corrector), step_lr_(step_lr) {}
+  flowkit::SolveResult integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
+                                 torch::Generator& gen, bool keep_intermediates) const override;
+  flowkit::SolveResult sample(flowkit::Model& model, const flowkit::Path* path, const flowkit::SampleRequest& req,
+                              torch::Generator& gen) const override;
+  torch::Tensor grid(int64_t steps) const override;
+
+ private:
+  int64_t steps_;
+  bool corrector_;
+  double step_lr_;
+};
+
+void register_methods(flowkit::Registry& registry);
+
+}  // namespace crysbfn

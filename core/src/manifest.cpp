@@ -101,10 +101,28 @@ Expected<PluginManifest> read_manifest(const std::string& file) {
         const auto& needs = c.at("needs");
         if (!needs.is_array()) throw ConfigError(file, ptr + "/needs", "expected an array of kinds");
         for (size_t k = 0; k < needs.size(); ++k) {
+          // "kind" or "kind:plugin.type|plugin.other"
           Kind need;
-          if (!needs[k].is_string() || !parse_kind(needs[k].get<std::string>(), &need))
-            throw ConfigError(file, ptr + "/needs/" + std::to_string(k), "expected one of domain, path, model, loss, solver; found " + needs[k].dump());
+          const std::string entry = needs[k].is_string() ? needs[k].get<std::string>() : "";
+          const size_t colon = entry.find(':');
+          if (!needs[k].is_string() || !parse_kind(entry.substr(0, colon), &need))
+            throw ConfigError(file, ptr + "/needs/" + std::to_string(k),
+                              "expected a kind (domain, path, model, loss, solver), optionally with types as \"path:plugin.name\"; found " +
+                                  needs[k].dump());
           spec.needs.push_back(need);
+          if (colon != std::string::npos) {
+            std::string types = entry.substr(colon + 1), one;
+            for (size_t at = 0; at <= types.size(); ++at) {
+              if (at == types.size() || types[at] == '|') {
+                if (one.find('.') == std::string::npos)
+                  throw ConfigError(file, ptr + "/needs/" + std::to_string(k), "expected types as plugin.name; found \"" + one + "\"");
+                spec.needs_types[need].push_back(one);
+                one.clear();
+              } else {
+                one += types[at];
+              }
+            }
+          }
         }
       }
       if (c.contains("params")) {

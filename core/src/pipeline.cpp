@@ -1,6 +1,7 @@
 // Pipeline validation: every problem at once, each with file, JSON pointer, expected and found.
 #include "flowkit/core/pipeline.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -275,10 +276,24 @@ Validation validate_pipeline(const nlohmann::json& doc, const std::string& file,
       continue;
     }
     resolved[section] = check_params((*spec)->params, s, file, ptr, problems, {"type"}, &host);
-    for (Kind need : (*spec)->needs)
-      if (!doc.contains(kind_name(need)))
-        problems.push_back({file, ptr + "/type", "'" + type + "' needs a \"" + kind_name(need) +
+    for (Kind need : (*spec)->needs) {
+      const char* section_name = kind_name(need);
+      if (!doc.contains(section_name)) {
+        problems.push_back({file, ptr + "/type", "'" + type + "' needs a \"" + section_name +
                                                      "\" section, which the pipeline does not have"});
+        continue;
+      }
+      auto wanted = (*spec)->needs_types.find(need);
+      const auto& other = doc.at(section_name);
+      if (wanted == (*spec)->needs_types.end() || !other.is_object() || !other.contains("type") || !other.at("type").is_string())
+        continue;
+      const std::string have = other.at("type").get<std::string>();
+      const auto& allowed = wanted->second;
+      if (std::find(allowed.begin(), allowed.end(), have) == allowed.end())
+        problems.push_back({file, ptr + "/type", "'" + type + "' needs a " + section_name + " of type " +
+                                                     fmt::format("{}", fmt::join(allowed, " or ")) + ", found '" + have + "' at /" +
+                                                     section_name + "/type"});
+    }
   }
 
   for (const auto& hs : host_sections()) {

@@ -22,7 +22,15 @@ std::string fmt_range(const core::ParamSpec& p) {
 }
 std::string needs(const core::ComponentSpec& s) {
   std::string out;
-  for (Kind k : s.needs) out += (out.empty() ? "" : ", ") + std::string(kind_name(k));
+  for (Kind k : s.needs) {
+    out += (out.empty() ? "" : ", ") + std::string(kind_name(k));
+    auto types = s.needs_types.find(k);
+    if (types != s.needs_types.end()) {
+      std::string list;
+      for (const auto& t : types->second) list += (list.empty() ? "" : " or ") + t;
+      out += " (" + list + ")";
+    }
+  }
   return out;
 }
 std::string title(const core::ComponentSpec& s) {

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <optional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,9 @@ struct ComponentSpec {
   std::string name;                      // "mlp"
   std::string summary;
   std::vector<Kind> needs;               // other pipeline sections it needs ("needs": ["domain"])
+  // Types those sections must have, where the manifest says ("needs": ["path:crysbfn.bfn"]):
+  // checked when a pipeline is validated, before anything is built.
+  std::map<Kind, std::vector<std::string>> needs_types;
   std::vector<ParamSpec> params;         // sorted by name
   std::string type() const { return plugin + "." + name; }
   const ParamSpec* param(const std::string& key) const;

@@ -169,6 +169,7 @@ std::unique_ptr<flowkit::Component> make_cspnet(const flowkit::Config& cfg, cons
   o.layers = cfg.get<int64_t>("layers", 4, flowkit::Range::at_least(1));
   o.num_freqs = cfg.get<int64_t>("num_freqs", 32, flowkit::Range::at_least(1));
   o.time_dim = cfg.get<int64_t>("time_dim", 64, flowkit::Range::at_least(2));
+  if (o.time_dim % 2) cfg.fail("time_dim", "must be even (sin and cos halves), found " + std::to_string(o.time_dim));
   o.accuracy_input = cfg.get<bool>("accuracy_input", true);
   const std::string types = cfg.get<std::string>("type_input", "atomic_number");
   if (types != "atomic_number" && types != "distribution")

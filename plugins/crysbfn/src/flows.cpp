@@ -35,7 +35,8 @@ torch::Tensor BayesianFlow::gamma(const torch::Tensor& t) const { return 1 - tor
 
 torch::Tensor BayesianFlow::gaussian_flow(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen) const {
   torch::Tensor g = rows_like(gamma(t), x);
-  torch::Tensor eps = torch::randn(x.sizes(), gen, x.options());
+  // Drawn on the generator's device (the run's), then moved: a CPU generator may feed GPU data.
+  torch::Tensor eps = torch::randn(x.sizes(), gen, x.options().device(gen.device())).to(x.device());
   return g * x + torch::sqrt((g * (1 - g)).clamp_min(0)) * eps;
 }
 
@@ -57,7 +58,7 @@ torch::Tensor BayesianFlow::euclidean_accuracy_input(const torch::Tensor& t_atom
 torch::Tensor BayesianFlow::type_flow(const torch::Tensor& p, const torch::Tensor& t_atoms, torch::Generator& gen) const {
   const int64_t K = p.size(1);
   torch::Tensor beta = (o_.beta1_type * t_atoms * t_atoms).reshape({-1, 1}).to(p.dtype());
-  torch::Tensor y = beta * (K * p - 1) + torch::sqrt(beta * K) * torch::randn(p.sizes(), gen, p.options());
+  torch::Tensor y = beta * (K * p - 1) + torch::sqrt(beta * K) * torch::randn(p.sizes(), gen, p.options().device(gen.device())).to(p.device());
   return torch::softmax(y, 1);
 }
 

@@ -183,6 +183,9 @@ flowkit::SolveResult BfnSampler::sample(flowkit::Model& model, const flowkit::Pa
   Composition comp = composition(req, who);
   if (!comp.given_types && !no.type_distribution)
     throw flowkit::Error(who + ": generation (no 'types' given) needs a model with type_input 'distribution'");
+  if (comp.given_types && no.type_distribution)
+    throw flowkit::Error(who + ": a model with type_input 'distribution' generates the types; for CSP (types given) use "
+                               "type_input 'atomic_number'");
   const auto device = req.options.device();
   const int64_t B = req.n, A = comp.batch.size(0), K = static_cast<int64_t>(no.vocabulary.size());
   auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
@@ -262,8 +265,8 @@ flowkit::LossOutput DiffusionLoss::compute(flowkit::Model& model, const flowkit:
   torch::Tensor sigma = flow.sigma().to(device).index_select(0, s_atoms).to(torch::kFloat).unsqueeze(1);
   torch::Tensor norm = flow.sigma_norm().to(device).index_select(0, s_atoms).to(torch::kFloat).unsqueeze(1);
 
-  torch::Tensor eps_l = torch::randn({B, 3, 3}, gen, lattice.options());
-  torch::Tensor eps_f = torch::randn({A, 3}, gen, frac.options());
+  torch::Tensor eps_l = torch::randn({B, 3, 3}, gen, lattice.options().device(gen.device())).to(device);
+  torch::Tensor eps_f = torch::randn({A, 3}, gen, frac.options().device(gen.device())).to(device);
   CrystalInput in;
   in.num_crystals = B;
   in.batch = bidx;
@@ -336,7 +339,9 @@ flowkit::SolveResult DiffusionSampler::sample(flowkit::Model& model, const flowk
     if (corrector_) {  // Langevin on the coordinates at the current noise level
       CrystalOutput c = score(F, si);
       const double step = step_lr_ * std::pow(SG[si] / SG[1], 2);
-      F = torch::remainder(F + step * c.coord * std::sqrt(NR[si]) + std::sqrt(2 * step) * draw({A, 3}), 1.0);
+      F = F + step * c.coord * std::sqrt(NR[si]);
+      if (si > 1) F = F + std::sqrt(2 * step) * draw({A, 3});  // DiffCSP: no noise at the last step
+      F = torch::remainder(F, 1.0);
     }
     CrystalOutput out = score(F, si);
     const double s2 = SG[si] * SG[si], n2 = SG[sn] * SG[sn];

@@ -1,6 +1,7 @@
 // The trainer and the run: builds components, trains (AdamW, warm-up + cosine, EMA, clipping,
 // atomic checkpoints, bit-exact resume), samples and evaluates.
 #include "flowkit/core/session.h"
+#include "flowkit/core/diagnostics.h"
 
 #include "flowkit/core/embed.h"
 
@@ -383,6 +384,31 @@ struct Session::Impl {
                             what, value, step + 1, keep));
   }
 
+  // Effective rank and linear-probe accuracy of every representation the model exposes, on
+  // reference items with the label field `label` (EMA weights when sampling uses them).
+  nlohmann::json probe_representations(const std::string& label, torch::Generator& g) {
+    torch::NoGradGuard no_grad;
+    EmaSwap swap(*this, sample_cfg.get<bool>("use_ema"));
+    Batch ref = domain->reference(eval_cfg.get<int64_t>("reference_count"), g).to(device);
+    if (!ref.has(label))
+      throw ConfigError(pipeline.file, "/eval/probe_label",
+                        "the reference batch has no field \"" + label + "\"; it has: " + fmt::format("{}", fmt::join(ref.names(), ", ")));
+    Conditioning cond;
+    for (const auto& name : ref.names())
+      if (name != "x") cond.set(name, ref.at(name));
+    torch::Tensor x = ref.at("x");
+    model->module().eval();
+    TensorMap reps = model->representations(x, torch::ones({x.size(0)}, x.options()), cond);
+    model->module().train();
+    nlohmann::json out = nlohmann::json::object();
+    for (const auto& [name, z] : reps)
+      out[name] = {{"dim", z.flatten(1).size(1)},
+                   {"effective_rank", effective_rank(z)},
+                   {"probe_accuracy", linear_probe_accuracy(z, ref.at(label))}};
+    if (reps.empty()) spdlog::warn("eval.probe_label is set but the model exposes no representations");
+    return out;
+  }
+
   Batch generate(int64_t count, int64_t steps, bool use_ema, torch::Generator& g, int64_t* nfe) {
     if (!solver) throw Error("sampling needs a solver in the pipeline");
     torch::NoGradGuard no_grad;
@@ -468,6 +494,8 @@ nlohmann::json Session::evaluate() {
     result["samples"] = samples.at("x").size(0);
     result["sample_seconds"] = sample_seconds;  // wall time of generating them (all chunks)
   }
+  const std::string label = s.eval_cfg.get<std::string>("probe_label");
+  if (!label.empty()) result["representations"] = s.probe_representations(label, eval_gen);
   result["step"] = s.step;
   result["nfe"] = nfe;
   io::write_file_atomic((s.dir / "eval.json").string(), result.dump(2) + "\n");

@@ -14,6 +14,7 @@ namespace flowkit {
 Domain::~Domain() = default;
 Path::~Path() = default;
 Model::~Model() = default;
+TensorMap Model::representations(const torch::Tensor&, const torch::Tensor&, const Conditioning&) { return {}; }
 Loss::~Loss() = default;
 Solver::~Solver() = default;
 

@@ -258,6 +258,7 @@ flowkit::Batch BiReachDomain::rows(const Data& d, const torch::Tensor& index) co
   flowkit::Batch b;
   b.set("x", d.x.index_select(0, index));
   for (const auto& name : d.obs.names()) b.set(name, d.obs.at(name).index_select(0, index));
+  b.set("goal", d.goal.index_select(0, index));  // a label for diagnostics; policies read obs/proprio only
   return b;
 }
 

@@ -119,6 +119,17 @@ torch::Tensor PolicyModel::forward(const torch::Tensor& x, const torch::Tensor& 
   return net_->forward(x.reshape({B, -1}), tt, r, obs, proprio).reshape(x.sizes());
 }
 
+flowkit::TensorMap PolicyModel::representations(const torch::Tensor& x, const torch::Tensor& t,
+                                                const flowkit::Conditioning& cond) {
+  const bool record = net_->record_taps;
+  net_->record_taps = true;
+  forward(x, t, cond);
+  net_->record_taps = record;
+  flowkit::TensorMap out;
+  for (const auto& [name, value] : net_->taps) out.set(name, value.detach().flatten(1));
+  return out;
+}
+
 torch::Tensor PolicyModel::embed(const flowkit::Conditioning& cond) {
   torch::Tensor obs = cond.at("obs");
   auto p = net_->parameters().front();

@@ -17,6 +17,9 @@ class Model : public Component {
                                 const Conditioning& cond) = 0;
   // The trainable module: parameters, buffers, train()/eval(), to(device).
   virtual torch::nn::Module& module() = 0;
+  // Named intermediate representations ([B, ...] each: an observation embedding, trunk
+  // activations) for the inputs, for diagnostics (`eval.probe_label`); empty by default.
+  virtual TensorMap representations(const torch::Tensor& x, const torch::Tensor& t, const Conditioning& cond);
 };
 
 }  // namespace flowkit

@@ -210,6 +210,8 @@ class PolicyModel : public flowkit::Model {
   const std::map<std::string, torch::Tensor>& representations() const { return net_->taps; }
   // The observation embedding alone.
   torch::Tensor embed(const flowkit::Conditioning& cond);
+  // "obs" (the observation embedding), the time embeddings and the trunk activations at (x, t).
+  flowkit::TensorMap representations(const torch::Tensor& x, const torch::Tensor& t, const flowkit::Conditioning& cond) override;
 
  private:
   PolicyNet net_;

@@ -1,0 +1,16 @@
+// flowkit/core/diagnostics.h — representation diagnostics used by `eval.probe_label`.
+#pragma once
+#include <torch/types.h>
+
+namespace flowkit::core {
+
+// Effective rank (Roy & Vetterli 2007) of the rows of z [N, D]: exp of the entropy of the
+// normalised singular values of the centred matrix; 1 for collinear rows, D for isotropic ones.
+double effective_rank(const torch::Tensor& z);
+
+// Linear-probe accuracy: ridge regression of one-hot `labels` [N] (int64) on standardised z
+// (plus a bias), fitted on the first `train_fraction` of the rows, accuracy on the rest.
+double linear_probe_accuracy(const torch::Tensor& z, const torch::Tensor& labels, double train_fraction = 0.7,
+                             double ridge = 1e-3);
+
+}  // namespace flowkit::core

@@ -1,0 +1,62 @@
+// Representation diagnostics (eval.probe_label) against constructed embeddings, and a real
+// model's representations (dm1.policy) read through the SDK interface.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "dm1/dm1.h"
+#include "flowkit/core/diagnostics.h"
+
+using namespace flowkit::core;
+
+TEST(Diagnostics, EffectiveRankOfConstructedEmbeddings) {
+  auto g = at::detail::createCPUGenerator(0);
+  torch::Tensor iso = torch::randn({4000, 8}, g, torch::kDouble);
+  EXPECT_NEAR(effective_rank(iso), 8.0, 0.2);  // isotropic: all singular values ~equal
+  torch::Tensor basis = torch::randn({2, 8}, g, torch::kDouble);
+  EXPECT_NEAR(effective_rank(torch::randn({4000, 2}, g, torch::kDouble).mm(basis)), 2.0, 0.3);  // rank 2
+  EXPECT_NEAR(effective_rank(torch::randn({100, 1}, g, torch::kDouble).mm(basis.slice(0, 0, 1))), 1.0, 1e-9);
+  // Two equal singular values and one 3x larger: exp(H(3/5, 1/5, 1/5)).
+  torch::Tensor d = torch::zeros({3000, 3}, torch::kDouble);
+  torch::Tensor signs = torch::randint(0, 2, {1000}, g, torch::kDouble) * 2 - 1;
+  d.slice(0, 0, 1000).select(1, 0).copy_(3 * signs);
+  d.slice(0, 1000, 2000).select(1, 1).copy_(signs);
+  d.slice(0, 2000, 3000).select(1, 2).copy_(signs);
+  // Centring shifts each column by its (tiny) mean; the closed form holds to ~1e-2.
+  const double p[3] = {0.6, 0.2, 0.2};
+  double h = 0;
+  for (double q : p) h -= q * std::log(q);
+  EXPECT_NEAR(effective_rank(d), std::exp(h), 0.02);
+}
+
+TEST(Diagnostics, LinearProbeSeparatesLinearLabelsAndNotRandomOnes) {
+  auto g = at::detail::createCPUGenerator(1);
+  torch::Tensor z = torch::randn({3000, 16}, g, torch::kDouble);
+  torch::Tensor w = torch::randn({16, 4}, g, torch::kDouble);
+  torch::Tensor linear = z.mm(w).argmax(1);  // a linear function of z: a probe gets it right
+  EXPECT_GT(linear_probe_accuracy(z, linear), 0.85);
+  torch::Tensor random = torch::randint(0, 4, {3000}, g, torch::kLong);
+  EXPECT_NEAR(linear_probe_accuracy(z, random), 0.25, 0.05);  // chance
+}
+
+TEST(Diagnostics, PolicyExposesItsRepresentations) {
+  dm1::DomainOptions o;
+  o.demos = 10;
+  o.heldout_demos = 5;
+  dm1::BiReachDomain domain(o);
+  auto g = at::detail::createCPUGenerator(2);
+  flowkit::Batch ref = domain.reference(64, g);
+  ASSERT_TRUE(ref.has("goal"));  // the label the probe reads
+  dm1::PolicyOptions p;
+  p.hidden = 32, p.layers = 2, p.obs_hidden = 32, p.obs_embed = 16, p.time_embed = 8, p.action_dim = 16;
+  p.obs_shape = {ref.at("obs").size(1)};
+  dm1::PolicyModel model(p, {8, 2}, "cpu");
+  flowkit::Conditioning cond;
+  for (const auto& name : ref.names())
+    if (name != "x") cond.set(name, ref.at(name));
+  flowkit::Model& generic = model;
+  flowkit::TensorMap reps = generic.representations(ref.at("x"), torch::ones({64}), cond);
+  ASSERT_TRUE(reps.has("obs"));
+  EXPECT_EQ(reps.at("obs").sizes(), torch::IntArrayRef({64, 16}));
+  EXPECT_TRUE(reps.has("trunk0"));
+  EXPECT_GT(effective_rank(reps.at("obs")), 1.0);
+}

@@ -5,7 +5,8 @@ baseline at several NFE) and ab initio generation.
 Usage (from the repository root):
     examples/crysbfn/run_experiments.sh [train|eval|summary|all] [arm ...]
 Environment: FLOWKIT (default build/bin/flowkit), OUT (default runs/crysbfn_experiments),
-STEPS (training steps, default: the pipelines' own), JOBS (parallel trainings, default 2).
+STEPS (training steps, default: the pipelines' own), JOBS (parallel trainings, default 2),
+SEED (default 0: runs are named after the arm; SEED=k trains "<arm>_s<k>" with train.seed = k).
 Every arm is `flowkit train` on a generated copy of csp_bfn.json / csp_diffusion.json /
 gen_bfn.json; every evaluation point is `flowkit eval` of the trained run with a changed sampler
 step count. Results go to OUT/results.json; `summary` prints the Markdown table.
@@ -16,6 +17,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FLOWKIT = os.environ.get("FLOWKIT", "build/bin/flowkit")
 OUT = os.environ.get("OUT", "runs/crysbfn_experiments")
 JOBS = int(os.environ.get("JOBS", "2"))
+SEED = int(os.environ.get("SEED", "0"))
+
+
+def run_name(arm):
+    return arm if SEED == 0 else "%s_s%d" % (arm, SEED)
 NICE = ["nice", "-n", "10"]
 
 
@@ -41,7 +47,8 @@ def pipeline_for(arm, steps=None):
     p = load(base)
     for section, kv in changes.items():
         p[section].update(kv)
-    p["name"] = arm
+    p["name"] = run_name(arm)
+    p["train"]["seed"] = SEED
     if os.environ.get("STEPS"):
         p["train"]["steps"] = int(os.environ["STEPS"])
     if steps is not None:
@@ -78,19 +85,19 @@ def save(key, value):
 
 
 def train(arm):
-    secs = flowkit("train", pipeline_for(arm), arm, "train")
+    secs = flowkit("train", pipeline_for(arm), run_name(arm), "train")
     print("trained %-16s in %6.1f s" % (arm, secs), flush=True)
     return arm, secs
 
 
 def evaluate(arm, train_seconds=None):
     for steps in arms()[arm][2]:
-        flowkit("eval", pipeline_for(arm, steps), arm, "eval%d" % steps)
-        with open(os.path.join(OUT, arm, "eval.json")) as f:
+        flowkit("eval", pipeline_for(arm, steps), run_name(arm), "eval%d" % steps)
+        with open(os.path.join(OUT, run_name(arm), "eval.json")) as f:
             m = json.load(f)
         if train_seconds is not None:
             m["train_seconds"] = train_seconds
-        save("%s@%d" % (arm, steps), m)
+        save("%s@%d" % (run_name(arm), steps), m)
         print("%-16s NFE %4d: match %.3f rmse %s valid %.3f (%.1f s)" % (
             arm, m["nfe"], m.get("match_rate", float("nan")), m.get("rmse"), m["struct_validity"],
             m["sample_seconds"]), flush=True)

@@ -21,7 +21,9 @@ SEED = int(os.environ.get("SEED", "0"))
 
 
 def run_name(arm):
-    return arm if SEED == 0 else "%s_s%d" % (arm, SEED)
+    spec = arms()[arm]
+    base = spec[3] if len(spec) > 3 else arm  # eval-only arms sample another arm's run
+    return base if SEED == 0 else "%s_s%d" % (base, SEED)
 NICE = ["nice", "-n", "10"]
 
 
@@ -30,11 +32,13 @@ def load(name):
         return json.load(f)
 
 
-# arm -> (base pipeline, changes, evaluation step counts)
+# arm -> (base pipeline, changes, evaluation step counts[, the arm whose trained run it samples])
 def arms():
     a = {}
     a["bfn_n10"] = ("csp_bfn.json", {}, [10])
     a["diffusion"] = ("csp_diffusion.json", {}, [10, 50, 200, 1000])
+    a["diffusion_ddim"] = ("csp_diffusion.json", {"solver": {"deterministic": True}}, [10, 50, 200, 1000], "diffusion")
+    a["diffusion_pc"] = ("csp_diffusion.json", {"solver": {"corrector": True}}, [1000], "diffusion")  # NFE 2000
     a["bfn_n10_time"] = ("csp_bfn.json", {"model": {"accuracy_input": False}}, [10])
     a["bfn_n50"] = ("csp_bfn.json", {"path": {"steps": 50}}, [50, 25, 10])
     a["bfn_n10_euclid"] = ("csp_bfn.json", {"path": {"coordinates": "euclidean"}}, [10])
@@ -43,7 +47,7 @@ def arms():
 
 
 def pipeline_for(arm, steps=None):
-    base, changes, _ = arms()[arm]
+    base, changes = arms()[arm][:2]
     p = load(base)
     for section, kv in changes.items():
         p[section].update(kv)
@@ -85,6 +89,8 @@ def save(key, value):
 
 
 def train(arm):
+    if len(arms()[arm]) > 3:
+        return arm, None  # eval-only
     secs = flowkit("train", pipeline_for(arm), run_name(arm), "train")
     print("trained %-16s in %6.1f s" % (arm, secs), flush=True)
     return arm, secs
@@ -97,7 +103,7 @@ def evaluate(arm, train_seconds=None):
             m = json.load(f)
         if train_seconds is not None:
             m["train_seconds"] = train_seconds
-        save("%s@%d" % (run_name(arm), steps), m)
+        save("%s@%d" % (arm if SEED == 0 else "%s_s%d" % (arm, SEED), steps), m)
         print("%-16s NFE %4d: match %.3f rmse %s valid %.3f (%.1f s)" % (
             arm, m["nfe"], m.get("match_rate", float("nan")), m.get("rmse"), m["struct_validity"],
             m["sample_seconds"]), flush=True)

@@ -220,6 +220,12 @@ TEST(CrysSampler, DiffusionWithAnOracleReproducesTheCrystals) {
   WrappedDiffusion diff{DiffusionOptions{}};
   for (auto [steps, corrector] : std::vector<std::pair<int64_t, bool>>{{10, false}, {200, false}, {50, true}}) {
     DiffusionSampler sampler(1000, corrector, 5e-7);
+    if (steps == 10) {  // the deterministic (PF-ODE + DDIM) variant lands on the crystals too
+      DiffusionSampler ddim(1000, false, 5e-7, true);
+      SampleRun d = oracle_run(diff, ddim, steps);
+      EXPECT_DOUBLE_EQ(d.metrics.at("match_rate").get<double>(), 1.0);
+      EXPECT_LT(d.metrics.at("rmse").get<double>(), 1e-3);
+    }
     SampleRun run = oracle_run(diff, sampler, steps);
     std::printf("[crys] oracle diffusion steps=%lld corrector=%d: %s\n", static_cast<long long>(steps), int(corrector),
                 run.metrics.dump().c_str());

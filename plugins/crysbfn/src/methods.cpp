@@ -345,12 +345,19 @@ flowkit::SolveResult DiffusionSampler::sample(flowkit::Model& model, const flowk
     }
     CrystalOutput out = score(F, si);
     const double s2 = SG[si] * SG[si], n2 = SG[sn] * SG[sn];
+    const double a_s = AB[si], a_n = AB[sn], ratio = a_s / a_n;
+    torch::Tensor l0 = (L - std::sqrt(1 - a_s) * out.lattice) / std::sqrt(a_s);
+    if (deterministic_) {
+      // DDIM (eta = 0) on both: coordinates F0_hat = F + sigma^2 s_hat (Tweedie), then
+      // F' = F0_hat + (sigma'/sigma)(F - F0_hat); the lattice through its L0_hat and eps_hat.
+      F = torch::remainder(F + (s2 - SG[si] * SG[sn]) * out.coord * std::sqrt(NR[si]), 1.0);
+      L = std::sqrt(a_n) * l0 + std::sqrt(1 - a_n) * out.lattice;
+      continue;
+    }
     F = F + (s2 - n2) * out.coord * std::sqrt(NR[si]);
     if (sn > 0) F = F + std::sqrt(n2 * (s2 - n2) / s2) * draw({A, 3});
     F = torch::remainder(F, 1.0);
     // DDPM posterior q(L_sn | L_si, L0_hat) for any stride.
-    const double a_s = AB[si], a_n = AB[sn], ratio = a_s / a_n;
-    torch::Tensor l0 = (L - std::sqrt(1 - a_s) * out.lattice) / std::sqrt(a_s);
     torch::Tensor mean = std::sqrt(a_n) * (1 - ratio) / (1 - a_s) * l0 + std::sqrt(ratio) * (1 - a_n) / (1 - a_s) * L;
     L = sn > 0 ? mean + std::sqrt((1 - a_n) / (1 - a_s) * (1 - ratio)) * draw({B, 3, 3}) : mean;
   }
@@ -384,7 +391,8 @@ void register_methods(flowkit::Registry& r) {
   r.add(Kind::solver, "diffusion_sampler", [](const flowkit::Config& cfg, const flowkit::BuildContext&) -> std::unique_ptr<flowkit::Component> {
     return std::make_unique<DiffusionSampler>(cfg.get<int64_t>("steps", 1000, flowkit::Range::at_least(1)),
                                               cfg.get<bool>("corrector", false),
-                                              cfg.get<double>("step_lr", 5e-7, flowkit::Range::at_least(0)));
+                                              cfg.get<double>("step_lr", 5e-7, flowkit::Range::at_least(0)),
+                                              cfg.get<bool>("deterministic", false));
   });
 }
 

@@ -63,10 +63,12 @@ class DiffusionLoss : public flowkit::Loss {
 // Reverse diffusion over `steps` indices T = s_1 > ... > s_steps >= 1 -> 0 (strided when
 // steps < T): predictor = the VE reverse step on coordinates and the DDPM posterior on the
 // lattice; optional Langevin corrector on the coordinates first (one more network call per step).
+// `deterministic`: DDIM (eta = 0) instead — on the coordinates through Tweedie's estimate
+// F0 = F + sigma^2 s, on the lattice through L0 and eps — the usual few-step variant.
 class DiffusionSampler : public flowkit::Solver {
  public:
-  DiffusionSampler(int64_t steps, bool corrector, double step_lr)
-      : steps_(steps), corrector_(corrector), step_lr_(step_lr) {}
+  DiffusionSampler(int64_t steps, bool corrector, double step_lr, bool deterministic = false)
+      : steps_(steps), corrector_(corrector), step_lr_(step_lr), deterministic_(deterministic) {}
   flowkit::SolveResult integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
                                  torch::Generator& gen, bool keep_intermediates) const override;
   flowkit::SolveResult sample(flowkit::Model& model, const flowkit::Path* path, const flowkit::SampleRequest& req,
@@ -77,6 +79,7 @@ class DiffusionSampler : public flowkit::Solver {
   int64_t steps_;
   bool corrector_;
   double step_lr_;
+  bool deterministic_;  // DDIM (eta = 0) on coordinates and lattice
 };
 
 void register_methods(flowkit::Registry& registry);

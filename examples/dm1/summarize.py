@@ -42,8 +42,8 @@ for key in sorted(rows, key=lambda k: (k[0], k[1], ORDER.index(k[2]) if k[2] in 
     left = sum(r["metrics"]["left_fraction"] for r in rs) / len(rs)
     bal = sum(r["metrics"]["mode_balance"] for r in rs) / len(rs)
     en = sum(r["metrics"].get("energy", float("nan")) for r in rs) / len(rs)
-    p50 = med([r["latency"].get("latency_ms_p50", float("nan")) for r in rs])
-    p99 = med([r["latency"].get("latency_ms_p99", float("nan")) for r in rs])
-    thr = med([r["latency"].get("batch_chunks_per_s", float("nan")) for r in rs])
+    p50 = med([r.get("latency", {}).get("latency_ms_p50", float("nan")) for r in rs])
+    p99 = med([r.get("latency", {}).get("latency_ms_p99", float("nan")) for r in rs])
+    thr = med([r.get("latency", {}).get("batch_chunks_per_s", float("nan")) for r in rs])
     print(f"| {obs} | {demos} | {LABEL.get(arm, arm)} | {k} | {100 * s / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | {per} | "
           f"{100 * c / n:.1f} | {100 * left:.0f} ({bal:.2f}) | {en:.4f} | {p50:.3f} / {p99:.3f} | {thr:.0f} |")

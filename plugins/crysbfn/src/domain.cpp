@@ -145,10 +145,11 @@ nlohmann::json CrystalDomain::evaluate(const Batch& generated, const Batch& refe
     const size_t pairs = std::min(gen.size(), ref.size());
     size_t matched = 0;
     double rms_sum = 0;
+    std::vector<char> is_match(pairs, 0);
     for (size_t i = 0; i < pairs; ++i) {
       if (!sv[i]) continue;  // CDVAE: only structurally valid predictions can match
       MatchResult r = match_structures(gen[i], ref[i], options_.matcher);
-      if (r.matched) ++matched, rms_sum += r.rms;
+      if (r.matched) ++matched, rms_sum += r.rms, is_match[i] = 1;
     }
     out["pairs"] = pairs;
     out["matched"] = matched;
@@ -162,7 +163,7 @@ nlohmann::json CrystalDomain::evaluate(const Batch& generated, const Batch& refe
       std::sort(key.begin(), key.end());
       if (!train_compositions_.count(key)) {
         ++novel;
-        if (sv[i] && match_structures(gen[i], ref[i], options_.matcher).matched) ++novel_matched;
+        novel_matched += is_match[i];
       }
       auto pg = gen[i].parameters(), pr = ref[i].parameters();
       if (std::isfinite(pg[0] + pg[1] + pg[2])) {

@@ -239,3 +239,19 @@ TEST(Conformance, ModelsAndLosses) {
     }
   }
 }
+
+// The SDK's shared Euler integrator (what one-step and Bayesian-update samplers use for the
+// generic `integrate()`): dx/dt = x on a 4-step grid is (1 + h)^4 forwards, (1 - h)^4 backwards.
+TEST(SdkHelpers, EulerIntegrateMatchesTheClosedForm) {
+  const VectorField f = [](const torch::Tensor& x, const torch::Tensor&) { return x; };
+  const torch::Tensor x0 = torch::full({3}, 2.0, torch::kDouble);
+  SolveResult fwd = euler_integrate(f, x0, torch::linspace(0, 1, 5, torch::kDouble), true);
+  EXPECT_EQ(fwd.nfe, 4);
+  ASSERT_EQ(fwd.intermediates.size(), 5u);
+  EXPECT_NEAR(fwd.x[0].item<double>(), 2.0 * std::pow(1.25, 4), 1e-12);
+  EXPECT_NEAR(fwd.intermediates[2][1].item<double>(), 2.0 * 1.25 * 1.25, 1e-12);
+  SolveResult bwd = euler_integrate(f, x0, torch::linspace(1, 0, 5, torch::kDouble));
+  EXPECT_NEAR(bwd.x[2].item<double>(), 2.0 * std::pow(0.75, 4), 1e-12);
+  EXPECT_TRUE(bwd.intermediates.empty());
+  EXPECT_THROW(euler_integrate(f, x0, torch::zeros({2, 2}, torch::kDouble)), Error);
+}

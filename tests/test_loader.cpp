@@ -96,7 +96,8 @@ TEST(Loader, WrongApiVersionIsRejectedBeforeRegistration) {
   auto r = host.load("fk_wrong_api");
   ASSERT_FALSE(r);
   EXPECT_THAT_MSG(r.error(), "wrong plugin API version");
-  EXPECT_THAT_MSG(r.error(), "expected 2.x with x <= 0, found 99.0");
+  EXPECT_THAT_MSG(r.error(), "expected " + std::to_string(FLOWKIT_API_MAJOR) + ".x with x <= " +
+                                 std::to_string(FLOWKIT_API_MINOR) + ", found 99.0");
   EXPECT_THAT_MSG(r.error(), "libfk_wrong_api.so");
 }
 

@@ -14,9 +14,10 @@ p.add_argument("--steps", type=int, default=4000)
 p.add_argument("--demos", type=int, default=200)
 p.add_argument("--observation", default="state")
 p.add_argument("--rollouts", type=int, default=200)
+p.add_argument("--arms", nargs="+", default=None, help="subset of the arm names below (default: all)")
 a = p.parse_args()
 
-MF = {"type": "dm1.meanflow", "weighting": "mse"}   # 25 % r != t; plain MSE as DM1 (adaptive p = 1 is mode-seeking: see docs/methods/dm1.md)
+MF = {"type": "dm1.meanflow", "weighting": "mse", "ratio_r_neq_t": 0.25}   # official 25 % r != t; plain MSE as DM1 (adaptive p = 1 is mode-seeking: see docs/methods/dm1.md)
 ARMS = {
     # name: (loss, solver, path, eval steps)
     "reg":   ({"type": "dm1.regression"}, {"type": "dm1.direct"}, None, [1]),
@@ -24,6 +25,7 @@ ARMS = {
     "mf":    (MF, {"type": "dm1.meanflow_sampler"}, None, [1, 5]),
     "mfad":  ({**MF, "weighting": "adaptive"}, {"type": "dm1.meanflow_sampler"}, None, [1]),   # official weighting p = 1
     "mf0":   ({**MF, "ratio_r_neq_t": 0.0}, {"type": "dm1.meanflow_sampler"}, None, [1]),
+    "mf50":  ({**MF, "ratio_r_neq_t": 0.5}, {"type": "dm1.meanflow_sampler"}, None, [1, 5]),   # DM1's flow_ratio 0.5
     "wh0.1": ({**MF, "dispersive_weight": 0.1}, {"type": "dm1.meanflow_sampler"}, None, [1]),
     "wh0.5": ({**MF, "dispersive_weight": 0.5}, {"type": "dm1.meanflow_sampler"}, None, [1]),
     "wh0.9": ({**MF, "dispersive_weight": 0.9}, {"type": "dm1.meanflow_sampler"}, None, [1]),
@@ -31,10 +33,15 @@ ARMS = {
                 {"type": "dm1.meanflow_sampler"}, None, [1]),
 }
 
+unknown = set(a.arms or []) - set(ARMS)
+if unknown:
+    p.error(f"unknown arm(s) {sorted(unknown)}; known: {list(ARMS)}")
 os.makedirs(a.out, exist_ok=True)
 plan = []
 for seed in a.seeds:
     for arm, (loss, solver, path, evals) in ARMS.items():
+        if a.arms and arm not in a.arms:
+            continue
         name = f"{a.observation}_d{a.demos}_{arm}_s{seed}"
         pipe = {
             "name": name,

@@ -3,15 +3,16 @@
 # evaluates each sampling variant by 200 closed-loop rollouts, measures batch-1 latency with
 # dm1-controller (when built), and prints the summary table.
 #
-#   examples/dm1/run_experiments.sh [BUILD_DIR=build] [OUT=runs/dm1] [SEEDS="0 1 2"] [STEPS=4000] [DEMOS=200] [OBS=state]
+#   examples/dm1/run_experiments.sh [BUILD_DIR=build] [OUT=runs/dm1] [SEEDS="0 1 2"] [STEPS=4000] [DEMOS=200] [OBS=state] [ARMS=all]
+# ARMS: a space-separated subset of make_pipelines.py's arms, e.g. "reg fm mf".
 set -euo pipefail
-BUILD=${1:-build}; OUT=${2:-runs/dm1}; SEEDS=${3:-"0 1 2"}; STEPS=${4:-4000}; DEMOS=${5:-200}; OBS=${6:-state}
+BUILD=${1:-build}; OUT=${2:-runs/dm1}; SEEDS=${3:-"0 1 2"}; STEPS=${4:-4000}; DEMOS=${5:-200}; OBS=${6:-state}; ARMS=${7:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 FK="$BUILD/bin/flowkit"; CTL="$BUILD/bin/dm1-controller"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 PIPES="$OUT/pipelines_${OBS}_d${DEMOS}"; RUNS="$OUT/runs"; LOG="$OUT/logs"
 mkdir -p "$RUNS" "$LOG"
-PLAN=$(/usr/bin/python3 "$HERE/make_pipelines.py" "$PIPES" --seeds $SEEDS --steps "$STEPS" --demos "$DEMOS" --observation "$OBS")
+PLAN=$(/usr/bin/python3 "$HERE/make_pipelines.py" "$PIPES" --seeds $SEEDS --steps "$STEPS" --demos "$DEMOS" --observation "$OBS" ${ARMS:+--arms $ARMS})
 
 train_one() {  # pipeline file
   local name; name=$(basename "$1" .json)

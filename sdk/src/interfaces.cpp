@@ -18,6 +18,23 @@ TensorMap Model::representations(const torch::Tensor&, const torch::Tensor&, con
 Loss::~Loss() = default;
 Solver::~Solver() = default;
 
+SolveResult euler_integrate(const VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
+                            bool keep_intermediates) {
+  const torch::Tensor g = grid.to(torch::kCPU, torch::kDouble).contiguous();
+  if (g.dim() != 1) throw Error("euler_integrate: the time grid must be 1-D");
+  const double* t = g.data_ptr<double>();
+  SolveResult out;
+  torch::Tensor x = x0;
+  if (keep_intermediates) out.intermediates.push_back(x);
+  for (int64_t i = 0; i + 1 < g.size(0); ++i) {
+    x = x + (t[i + 1] - t[i]) * f(x, torch::scalar_tensor(t[i], x0.options()));
+    ++out.nfe;
+    if (keep_intermediates) out.intermediates.push_back(x);
+  }
+  out.x = x;
+  return out;
+}
+
 Conditioning Domain::sample_conditions(int64_t, int64_t, torch::Generator&) const { return {}; }
 
 nlohmann::json Domain::rollout(const Policy&, const std::vector<std::string>&, torch::Generator&) const {

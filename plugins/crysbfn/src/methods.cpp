@@ -114,21 +114,6 @@ flowkit::LossOutput BfnLoss::compute(flowkit::Model& model, const flowkit::Path*
 namespace {
 torch::Tensor euler_grid(int64_t steps) { return torch::linspace(0, 1, std::max<int64_t>(steps, 1) + 1, torch::kDouble); }
 
-flowkit::SolveResult euler(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid, bool keep) {
-  torch::Tensor g = grid.to(torch::kCPU, torch::kDouble).contiguous();
-  flowkit::SolveResult out;
-  torch::Tensor x = x0;
-  if (keep) out.intermediates.push_back(x);
-  for (int64_t k = 0; k + 1 < g.size(0); ++k) {
-    const double t = g[k].item<double>(), h = g[k + 1].item<double>() - t;
-    x = x + h * f(x, torch::scalar_tensor(t, x0.options()));
-    ++out.nfe;
-    if (keep) out.intermediates.push_back(x);
-  }
-  out.x = x;
-  return out;
-}
-
 // The composition to sample for: CSP gives types, generation only the atom counts.
 struct Composition {
   torch::Tensor types, num_atoms, batch;
@@ -162,7 +147,7 @@ flowkit::SolveResult crystal_result(const torch::Tensor& lattice, const torch::T
 
 flowkit::SolveResult BfnSampler::integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
                                            torch::Generator&, bool keep) const {
-  return euler(f, x0, grid, keep);  // generic ODE use only; crystals go through sample()
+  return flowkit::euler_integrate(f, x0, grid, keep);  // generic ODE use only; crystals go through sample()
 }
 
 torch::Tensor BfnSampler::grid(int64_t steps) const { return euler_grid(steps > 0 ? steps : (steps_ > 0 ? steps_ : 10)); }
@@ -288,7 +273,7 @@ flowkit::LossOutput DiffusionLoss::compute(flowkit::Model& model, const flowkit:
 
 flowkit::SolveResult DiffusionSampler::integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
                                                  torch::Generator&, bool keep) const {
-  return euler(f, x0, grid, keep);  // generic ODE use only; crystals go through sample()
+  return flowkit::euler_integrate(f, x0, grid, keep);  // generic ODE use only; crystals go through sample()
 }
 
 torch::Tensor DiffusionSampler::grid(int64_t steps) const { return euler_grid(steps > 0 ? steps : steps_); }

@@ -23,29 +23,13 @@ std::string choice(const flowkit::Config& cfg, const std::string& key, const std
 
 // ---- solvers ------------------------------------------------------------------------------
 
-flowkit::SolveResult euler_integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
-                                     bool keep) {
-  torch::Tensor g = grid.to(torch::kCPU, torch::kDouble).contiguous();
-  flowkit::SolveResult out;
-  torch::Tensor x = x0;
-  if (keep) out.intermediates.push_back(x);
-  for (int64_t i = 0; i + 1 < g.size(0); ++i) {
-    double t = g[i].item<double>(), h = g[i + 1].item<double>() - t;
-    x = x + h * f(x, torch::scalar_tensor(t, x0.options()));
-    ++out.nfe;
-    if (keep) out.intermediates.push_back(x);
-  }
-  out.x = x;
-  return out;
-}
-
 torch::Tensor MeanFlowSolver::grid(int64_t steps) const {
   return torch::linspace(1.0, 0.0, (steps > 0 ? steps : steps_) + 1, torch::kDouble);
 }
 
 flowkit::SolveResult MeanFlowSolver::integrate(const flowkit::VectorField& f, const torch::Tensor& x0,
                                                const torch::Tensor& grid, torch::Generator&, bool keep) const {
-  return euler_integrate(f, x0, grid, keep);
+  return flowkit::euler_integrate(f, x0, grid, keep);
 }
 
 flowkit::SolveResult MeanFlowSolver::sample(flowkit::Model& model, const flowkit::Path* path,
@@ -79,7 +63,7 @@ torch::Tensor DirectSolver::grid(int64_t steps) const {
 
 flowkit::SolveResult DirectSolver::integrate(const flowkit::VectorField& f, const torch::Tensor& x0,
                                              const torch::Tensor& grid, torch::Generator&, bool keep) const {
-  return euler_integrate(f, x0, grid, keep);
+  return flowkit::euler_integrate(f, x0, grid, keep);
 }
 
 flowkit::SolveResult DirectSolver::sample(flowkit::Model& model, const flowkit::Path*, const flowkit::SampleRequest& req,
@@ -146,7 +130,7 @@ std::unique_ptr<flowkit::Component> make_policy(const flowkit::Config& cfg, cons
 
 std::unique_ptr<flowkit::Component> make_meanflow_loss(const flowkit::Config& cfg, const flowkit::BuildContext&) {
   MeanFlowOptions o;
-  o.ratio_r_neq_t = cfg.get<double>("ratio_r_neq_t", 0.25, Range{0.0, 1.0});
+  o.ratio_r_neq_t = cfg.get<double>("ratio_r_neq_t", 0.5, Range{0.0, 1.0});
   o.p_mean = cfg.get<double>("p_mean", -0.4);
   o.p_std = cfg.get<double>("p_std", 1.0, Range::positive());
   o.weighting = choice(cfg, "weighting", "mse", {"mse", "adaptive"});

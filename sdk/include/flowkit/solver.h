@@ -53,4 +53,9 @@ class Solver : public Component {
   virtual torch::Tensor grid(int64_t steps) const = 0;
 };
 
+// Explicit Euler through every time of `grid`: the generic `integrate()` of samplers whose
+// real work happens in `sample()` (one-step maps, Bayesian updates). Since API 2.1.
+SolveResult euler_integrate(const VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
+                            bool keep_intermediates = false);
+
 }  // namespace flowkit

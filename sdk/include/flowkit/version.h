@@ -13,5 +13,5 @@
 //    library, a new interface kind, a new non-virtual convenience function;
 //  * never change either for internal host changes.
 #define FLOWKIT_API_MAJOR 2
-#define FLOWKIT_API_MINOR 0
+#define FLOWKIT_API_MINOR 1
 #define FLOWKIT_VERSION "0.1.0"

@@ -234,7 +234,7 @@ Jvp meanflow_jvp(flowkit::Model& model, const torch::Tensor& z, const torch::Ten
                  const torch::Tensor& v, const flowkit::Conditioning& cond, const std::string& method);
 
 struct MeanFlowOptions {
-  double ratio_r_neq_t = 0.25;
+  double ratio_r_neq_t = 0.5;  // DM1 (flow_ratio 0.5); official MeanFlow 0.25
   double p_mean = -0.4, p_std = 1.0;
   // mse (DM1; default) | adaptive (official, p = 1: l / sg(l + c) is a bounded, mode-seeking
   // loss whose minimiser for a bimodal target is one mode, not the conditional mean).
@@ -273,9 +273,6 @@ class RegressionLoss : public flowkit::Loss {
 };
 
 // ---- solvers ------------------------------------------------------------------------------
-// Generic Euler integration over a grid (shared by both solvers' integrate()).
-flowkit::SolveResult euler_integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
-                                     bool keep);
 
 // `dm1.meanflow`: z_r = z_t - (t - r) u(z_t, r, t) over t = linspace(1, 0, k + 1).
 class MeanFlowSolver : public flowkit::Solver {

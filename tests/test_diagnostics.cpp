@@ -28,6 +28,16 @@ TEST(Diagnostics, EffectiveRankOfConstructedEmbeddings) {
   EXPECT_NEAR(effective_rank(d), std::exp(h), 0.02);
 }
 
+TEST(Diagnostics, MeanPairwiseDistanceOfConstructedEmbeddings) {
+  // Half the rows at 0, half at a: only the 2 (N/2)^2 cross pairs are at distance a.
+  const int64_t n = 100;
+  torch::Tensor z = torch::zeros({n, 3}, torch::kDouble);
+  z.slice(0, n / 2).select(1, 1).fill_(2.5);
+  EXPECT_NEAR(mean_pairwise_distance(z), 2.5 * n / (2.0 * (n - 1)), 1e-9);
+  EXPECT_NEAR(mean_pairwise_distance(3 * z), 3 * mean_pairwise_distance(z), 1e-9);  // scale-equivariant
+  EXPECT_THROW(mean_pairwise_distance(torch::zeros({1, 3})), flowkit::Error);
+}
+
 TEST(Diagnostics, LinearProbeSeparatesLinearLabelsAndNotRandomOnes) {
   auto g = at::detail::createCPUGenerator(1);
   torch::Tensor z = torch::randn({3000, 16}, g, torch::kDouble);

@@ -21,6 +21,14 @@ double effective_rank(const torch::Tensor& z_in) {
   return std::exp(-(p * p.log()).sum().item<double>());
 }
 
+double mean_pairwise_distance(const torch::Tensor& z_in) {
+  torch::Tensor z = z_in.detach().to(torch::kCPU, torch::kDouble).flatten(1);
+  const int64_t n = z.size(0);
+  if (n < 2) throw Error("mean_pairwise_distance: needs at least 2 rows");
+  // The diagonal of cdist is 0, so the sum over all pairs is the sum over distinct ones.
+  return torch::cdist(z, z).sum().item<double>() / static_cast<double>(n * (n - 1));
+}
+
 double linear_probe_accuracy(const torch::Tensor& z_in, const torch::Tensor& labels_in, double train_fraction, double ridge) {
   torch::Tensor z = z_in.detach().to(torch::kCPU, torch::kDouble).flatten(1);
   torch::Tensor y = labels_in.detach().to(torch::kCPU, torch::kLong).reshape({-1});

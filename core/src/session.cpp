@@ -404,6 +404,7 @@ struct Session::Impl {
     for (const auto& [name, z] : reps)
       out[name] = {{"dim", z.flatten(1).size(1)},
                    {"effective_rank", effective_rank(z)},
+                   {"mean_pairwise_distance", mean_pairwise_distance(z)},
                    {"probe_accuracy", linear_probe_accuracy(z, ref.at(label))}};
     if (reps.empty()) spdlog::warn("eval.probe_label is set but the model exposes no representations");
     return out;

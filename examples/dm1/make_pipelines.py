@@ -29,8 +29,14 @@ ARMS = {
     "wh0.1": ({**MF, "dispersive_weight": 0.1}, {"type": "dm1.meanflow_sampler"}, None, [1]),
     "wh0.5": ({**MF, "dispersive_weight": 0.5}, {"type": "dm1.meanflow_sampler"}, None, [1]),
     "wh0.9": ({**MF, "dispersive_weight": 0.9}, {"type": "dm1.meanflow_sampler"}, None, [1]),
+    # where the dispersive term acts: only the observation embedding, or only the last trunk block
+    "wh0.1obs":   ({**MF, "dispersive_weight": 0.1, "dispersive_taps": "obs"}, {"type": "dm1.meanflow_sampler"}, None, [1]),
+    "wh0.1trunk": ({**MF, "dispersive_weight": 0.1, "dispersive_taps": "trunk"}, {"type": "dm1.meanflow_sampler"}, None, [1]),
     "dm1form": ({**MF, "dispersive_weight": 0.5, "dispersive_form": "dm1", "dispersive_pass": "clean"},
                 {"type": "dm1.meanflow_sampler"}, None, [1]),
+    # DM1 as released: 50 % r != t, plain MSE, its dispersive form on a clean pass
+    "dm1full": ({**MF, "ratio_r_neq_t": 0.5, "dispersive_weight": 0.5, "dispersive_form": "dm1", "dispersive_pass": "clean"},
+                {"type": "dm1.meanflow_sampler"}, None, [1, 5]),
 }
 
 unknown = set(a.arms or []) - set(ARMS)

@@ -6,6 +6,7 @@ re-run at the run's own sampler settings. Prints a Markdown table (mean ± sd ov
 writes OUT (default RUNS/../probe.jsonl).
 
 Usage: examples/dm1/probe_representations.py [RUNS] [FLOWKIT]
+       examples/dm1/probe_representations.py PROBE.jsonl [PROBE.jsonl ...]   (table only)
 """
 import collections, json, os, statistics, subprocess, sys
 
@@ -14,7 +15,10 @@ FLOWKIT = sys.argv[2] if len(sys.argv) > 2 else "build/bin/flowkit"
 OUT = os.path.join(os.path.dirname(os.path.abspath(RUNS)), "probe.jsonl")
 
 rows = []
-for name in sorted(os.listdir(RUNS)):
+TABLE_ONLY = len(sys.argv) > 1 and all(f.endswith(".jsonl") for f in sys.argv[1:])
+if TABLE_ONLY:
+    rows = [json.loads(line) for f in sys.argv[1:] for line in open(f)]
+for name in ([] if TABLE_ONLY else sorted(os.listdir(RUNS))):
     resolved = os.path.join(RUNS, name, "pipeline.resolved.json")
     if not os.path.exists(os.path.join(RUNS, name, "weights.pt")) or not os.path.exists(resolved):
         continue
@@ -35,23 +39,23 @@ for name in sorted(os.listdir(RUNS)):
         name, m.get("success", float("nan")), obs.get("effective_rank", float("nan")), obs.get("dim", 0),
         obs.get("probe_accuracy", float("nan"))), flush=True)
 
-with open(OUT, "w") as f:
+with open(os.devnull if TABLE_ONLY else OUT, "w") as f:
     for row in rows:
         f.write(json.dumps(row) + "\n")
 
 by_arm = collections.defaultdict(list)
 for row in rows:
     by_arm[row["arm"]].append(row)
-layers = ["obs", "trunk0", "trunk1"]
-print("\n| arm | seeds | " + " | ".join("%s eff. rank" % l for l in layers) + " | " +
-      " | ".join("%s goal probe" % l for l in layers) + " |")
-print("|---|---|" + "---|" * (2 * len(layers)))
+COLS = [("obs", "effective_rank", "obs eff. rank"), ("obs", "mean_pairwise_distance", "obs mean distance"),
+        ("obs", "probe_accuracy", "obs goal probe"), ("trunk0", "effective_rank", "trunk0 eff. rank"),
+        ("trunk2", "effective_rank", "trunk2 eff. rank"), ("trunk2", "probe_accuracy", "trunk2 goal probe")]
+print("\n| arm | seeds | " + " | ".join(c[2] for c in COLS) + " |")
+print("|---|---|" + "---|" * len(COLS))
 def ms(vals):
     vals = [v for v in vals if v is not None]
     if not vals:
         return "–"
     return "%.2f ± %.2f" % (statistics.mean(vals), statistics.stdev(vals)) if len(vals) > 1 else "%.2f" % vals[0]
 for arm, rs in sorted(by_arm.items()):
-    er = [ms([r["representations"].get(l, {}).get("effective_rank") for r in rs]) for l in layers]
-    pr = [ms([r["representations"].get(l, {}).get("probe_accuracy") for r in rs]) for l in layers]
-    print("| %s | %d | %s | %s |" % (arm, len(rs), " | ".join(er), " | ".join(pr)))
+    cells = [ms([r["representations"].get(l, {}).get(key) for r in rs]) for l, key, _ in COLS]
+    print("| %s | %d | %s |" % (arm, len(rs), " | ".join(cells)))

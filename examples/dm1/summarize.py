@@ -22,10 +22,11 @@ for f in sys.argv[1:]:
         r = json.loads(line)
         rows[(r["obs"], r["demos"], r["arm"], r["k"])].append(r)
 
-ORDER = ["reg", "fm", "mf", "mfad", "mf0", "wh0.1", "wh0.5", "wh0.9", "dm1form"]
-LABEL = {"reg": "regression (BC-MSE)", "fm": "flow matching", "mf": "MeanFlow", "mfad": "MeanFlow, adaptive weight p=1 (official)", "mf0": "MeanFlow, no r != t",
+ORDER = ["reg", "fm", "mf", "mf50", "mfad", "mf0", "wh0.1", "wh0.5", "wh0.9", "wh0.1obs", "wh0.1trunk", "dm1form", "dm1full"]
+LABEL = {"reg": "regression (BC-MSE)", "fm": "flow matching", "mf": "MeanFlow (25 % r != t, official)", "mf50": "MeanFlow (50 % r != t, DM1)", "mfad": "MeanFlow, adaptive weight p=1 (official)", "mf0": "MeanFlow, no r != t",
          "wh0.1": "MeanFlow + disp. W-H l=0.1", "wh0.5": "MeanFlow + disp. W-H l=0.5", "wh0.9": "MeanFlow + disp. W-H l=0.9",
-         "dm1form": "MeanFlow + disp. DM1 form l=0.5"}
+         "wh0.1obs": "MeanFlow + disp. W-H l=0.1, obs embedding only", "wh0.1trunk": "MeanFlow + disp. W-H l=0.1, last trunk block only",
+         "dm1form": "MeanFlow + disp. DM1 form l=0.5", "dm1full": "DM1 (50 % r != t + disp. DM1 form l=0.5)"}
 print("| obs | demos | arm | NFE | success % [95% CI] | per seed | collision % | left % (mode balance) | energy | p50 / p99 ms (batch 1) | batch-200 chunks/s |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 def med(v):

@@ -8,6 +8,10 @@ namespace flowkit::core {
 // normalised singular values of the centred matrix; 1 for collinear rows, D for isotropic ones.
 double effective_rank(const torch::Tensor& z);
 
+// Mean Euclidean distance between distinct rows of z [N, D] (what a dispersive loss pushes
+// up; unlike the effective rank it sees the scale of the embedding).
+double mean_pairwise_distance(const torch::Tensor& z);
+
 // Linear-probe accuracy: ridge regression of one-hot `labels` [N] (int64) on standardised z
 // (plus a bias), fitted on the first `train_fraction` of the rows, accuracy on the rest.
 double linear_probe_accuracy(const torch::Tensor& z, const torch::Tensor& labels, double train_fraction = 0.7,

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Side-by-side policy latency on an otherwise idle machine: for each "RUN_DIR:STEPS" argument,
+# dm1-controller makes CALLS batch-1 policy calls on 1 thread (p50/p99 per call = per action
+# chunk) and times a batch-200 call. Runs the list REPEATS times, interleaved, and prints the
+# median of each figure over the repeats, with the ratio of p50 to the first entry's.
+#
+#   examples/dm1/measure_latency.sh BUILD_DIR CALLS REPEATS RUN_DIR:STEPS [RUN_DIR:STEPS ...]
+set -euo pipefail
+BUILD=$1; CALLS=$2; REPEATS=$3; shift 3
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+TMP=$(mktemp); trap 'rm -f "$TMP"' EXIT
+for ((i = 0; i < REPEATS; ++i)); do
+  for spec in "$@"; do
+    run=${spec%:*}; k=${spec##*:}
+    "$BUILD/bin/dm1-controller" "$run" --steps "$k" --calls "$CALLS" --episodes 20 --batch 200 2>/dev/null |
+      /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin); print(sys.argv[1], sys.argv[2], r["latency_ms_p50"], r["latency_ms_p99"], r["batch_chunks_per_s"])' "$run" "$k" >> "$TMP"
+  done
+done
+/usr/bin/python3 - "$TMP" "$@" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+specs = sys.argv[2:]
+print("| run | steps | p50 ms/call | p99 ms/call | batch-200 chunks/s | p50 ratio to first |")
+print("|---|---|---|---|---|---|")
+base = None
+for spec in specs:
+    run, k = spec.rsplit(":", 1)
+    rs = [r for r in rows if r[0] == run and r[1] == k]
+    p50, p99, thr = (statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4))
+    base = base or p50
+    print(f"| {run.rstrip('/').split('/')[-1]} | {k} | {p50:.3f} | {p99:.3f} | {thr:.0f} | {p50 / base:.1f}x |")
+PY

@@ -29,9 +29,11 @@ LABEL = {"reg": "regression (BC-MSE)", "fm": "flow matching", "mf": "MeanFlow (2
          "dm1form": "MeanFlow + disp. DM1 form l=0.5", "dm1full": "DM1 (50 % r != t + disp. DM1 form l=0.5)"}
 print("| obs | demos | arm | NFE | success % [95% CI] | per seed | collision % | left % (mode balance) | energy | p50 / p99 ms (batch 1) | batch-200 chunks/s |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
-def med(v):
-    v = sorted(v)
+def med(v):  # median of the runs that measured it (older runs have no latency record)
+    v = sorted(x for x in v if x == x)
     return v[len(v) // 2] if v else float("nan")
+def fmt(x, spec):
+    return "–" if x != x else format(x, spec)
 for key in sorted(rows, key=lambda k: (k[0], k[1], ORDER.index(k[2]) if k[2] in ORDER else 99, k[3])):
     obs, demos, arm, k = key
     rs = rows[key]
@@ -47,4 +49,4 @@ for key in sorted(rows, key=lambda k: (k[0], k[1], ORDER.index(k[2]) if k[2] in 
     p99 = med([r.get("latency", {}).get("latency_ms_p99", float("nan")) for r in rs])
     thr = med([r.get("latency", {}).get("batch_chunks_per_s", float("nan")) for r in rs])
     print(f"| {obs} | {demos} | {LABEL.get(arm, arm)} | {k} | {100 * s / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | {per} | "
-          f"{100 * c / n:.1f} | {100 * left:.0f} ({bal:.2f}) | {en:.4f} | {p50:.3f} / {p99:.3f} | {thr:.0f} |")
+          f"{100 * c / n:.1f} | {100 * left:.0f} ({bal:.2f}) | {en:.4f} | {fmt(p50, '.3f')} / {fmt(p99, '.3f')} | {fmt(thr, '.0f')} |")

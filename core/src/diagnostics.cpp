@@ -1,4 +1,4 @@
-// Representation diagnostics: effective rank and linear-probe accuracy.
+// Representation diagnostics: effective rank, mean pairwise distance, linear-probe accuracy.
 #include "flowkit/core/diagnostics.h"
 
 #include <torch/torch.h>
@@ -25,8 +25,7 @@ double mean_pairwise_distance(const torch::Tensor& z_in) {
   torch::Tensor z = z_in.detach().to(torch::kCPU, torch::kDouble).flatten(1);
   const int64_t n = z.size(0);
   if (n < 2) throw Error("mean_pairwise_distance: needs at least 2 rows");
-  // The diagonal of cdist is 0, so the sum over all pairs is the sum over distinct ones.
-  return torch::cdist(z, z).sum().item<double>() / static_cast<double>(n * (n - 1));
+  return torch::pdist(z).mean().item<double>();  // the n(n-1)/2 distinct pairs, no n x n matrix
 }
 
 double linear_probe_accuracy(const torch::Tensor& z_in, const torch::Tensor& labels_in, double train_fraction, double ridge) {

@@ -46,7 +46,7 @@ const char* kHostSchema = R"json({
  "eval": {
   "metrics": {"type": "array", "default": [], "doc": "metric names of the domain; empty: all of the domain's metrics"},
   "reference_count": {"type": "integer", "default": 1000, "min": 1, "doc": "held-out items used as the reference"},
-  "probe_label": {"type": "string", "default": "", "doc": "a label field of the reference batch (e.g. \"goal\"): eval also reports, for each of the model's representations at t = 1, the effective rank and the accuracy of a linear probe for this label (70/30 split of reference_count items); empty: off"},
+  "probe_label": {"type": "string", "default": "", "doc": "a label field of the reference batch (e.g. \"goal\"): eval also reports, for each of the model's representations at t = 1, the effective rank, the mean pairwise distance and the accuracy of a linear probe for this label (70/30 split of reference_count items); empty: off"},
   "seed": {"type": "integer", "default": 2, "min": 0, "doc": "seed of the evaluation generator (reference draw, random projections)"}
  }
 })json";

@@ -384,7 +384,7 @@ struct Session::Impl {
                             what, value, step + 1, keep));
   }
 
-  // Effective rank and linear-probe accuracy of every representation the model exposes, on
+  // Effective rank, mean pairwise distance and linear-probe accuracy of every representation the model exposes, on
   // reference items with the label field `label` (EMA weights when sampling uses them).
   nlohmann::json probe_representations(const std::string& label, torch::Generator& g) {
     torch::NoGradGuard no_grad;

@@ -8,17 +8,23 @@
 set -euo pipefail
 BUILD=$1; CALLS=$2; REPEATS=$3; shift 3
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-TMP=$(mktemp); trap 'rm -f "$TMP"' EXIT
+TMP=$(mktemp); trap 'rm -f "$TMP" "$TMP.err"' EXIT
+for spec in "$@"; do
+  if [[ $spec != *:* || ! ${spec##*:} =~ ^[0-9]+$ || ! -d ${spec%:*} ]]; then
+    echo "measure_latency.sh: '$spec' is not RUN_DIR:STEPS with an existing run directory" >&2; exit 2
+  fi
+done
 for ((i = 0; i < REPEATS; ++i)); do
   for spec in "$@"; do
     run=${spec%:*}; k=${spec##*:}
-    "$BUILD/bin/dm1-controller" "$run" --steps "$k" --calls "$CALLS" --episodes 20 --batch 200 2>/dev/null |
-      /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin); print(sys.argv[1], sys.argv[2], r["latency_ms_p50"], r["latency_ms_p99"], r["batch_chunks_per_s"])' "$run" "$k" >> "$TMP"
+    out=$("$BUILD/bin/dm1-controller" "$run" --steps "$k" --calls "$CALLS" --episodes 20 --batch 200 2>"$TMP.err") ||
+      { echo "dm1-controller failed for $spec:" >&2; cat "$TMP.err" >&2; exit 1; }
+    echo "$out" | /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin); print("\t".join(map(str, [sys.argv[1], sys.argv[2], r["latency_ms_p50"], r["latency_ms_p99"], r["batch_chunks_per_s"]])))' "$run" "$k" >> "$TMP"
   done
 done
 /usr/bin/python3 - "$TMP" "$@" <<'PY'
 import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 specs = sys.argv[2:]
 print("| run | steps | p50 ms/call | p99 ms/call | batch-200 chunks/s | p50 ratio to first |")
 print("|---|---|---|---|---|---|")

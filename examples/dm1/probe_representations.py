@@ -16,6 +16,8 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(RUNS)), "probe.jsonl")
 
 rows = []
 TABLE_ONLY = len(sys.argv) > 1 and all(f.endswith(".jsonl") for f in sys.argv[1:])
+if not TABLE_ONLY and any(f.endswith(".jsonl") for f in sys.argv[1:]):
+    sys.exit(__doc__)
 if TABLE_ONLY:
     rows = [json.loads(line) for f in sys.argv[1:] for line in open(f)]
 for name in ([] if TABLE_ONLY else sorted(os.listdir(RUNS))):

@@ -4,9 +4,11 @@
 # dm1-controller (when built), and prints the summary table.
 #
 #   examples/dm1/run_experiments.sh [BUILD_DIR=build] [OUT=runs/dm1] [SEEDS="0 1 2"] [STEPS=4000] [DEMOS=200] [OBS=state] [ARMS=all]
-# ARMS: a space-separated subset of make_pipelines.py's arms, e.g. "reg fm mf".
+# ARMS: a space-separated subset of make_pipelines.py's arms, e.g. "reg fm mf" (empty or "all":
+# every arm). With a subset the results go to results_OBS_dDEMOS_<arms>.jsonl, so running
+# subsets one after another never overwrites another subset's results.
 set -euo pipefail
-BUILD=${1:-build}; OUT=${2:-runs/dm1}; SEEDS=${3:-"0 1 2"}; STEPS=${4:-4000}; DEMOS=${5:-200}; OBS=${6:-state}; ARMS=${7:-}
+BUILD=${1:-build}; OUT=${2:-runs/dm1}; SEEDS=${3:-"0 1 2"}; STEPS=${4:-4000}; DEMOS=${5:-200}; OBS=${6:-state}; ARMS=${7:-}; [ "$ARMS" = all ] && ARMS=
 HERE=$(cd "$(dirname "$0")" && pwd)
 FK="$BUILD/bin/flowkit"; CTL="$BUILD/bin/dm1-controller"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -23,7 +25,7 @@ train_one() {  # pipeline file
 export -f train_one; export FK RUNS LOG
 cut -f5 "$PLAN" | sort -u | xargs -P 2 -I{} bash -c 'train_one {}'
 
-RESULTS="$OUT/results_${OBS}_d${DEMOS}.jsonl"; : > "$RESULTS"
+RESULTS="$OUT/results_${OBS}_d${DEMOS}${ARMS:+_${ARMS// /_}}.jsonl"; : > "$RESULTS"
 while IFS=$'\t' read -r name arm seed k f fk; do
   m=$(nice -n 5 "$FK" -q eval "$fk" --name "$name" --runs-dir "$RUNS" | sed -n 's/^metrics: //p')
   lat='{}'

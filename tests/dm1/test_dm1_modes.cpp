@@ -71,6 +71,7 @@ double left_fraction_after_training(const MeanFlowOptions& o, int steps) {
 // 1-step map, and the samples sit on the modes (not on their average at x = 0).
 TEST(Dm1Modes, OneStepMeanFlowKeepsBothModesWithMse) {
   MeanFlowOptions o;
+  o.ratio_r_neq_t = 0.25;  // the official MeanFlow ratio, as the figures in the docs
   o.weighting = "mse";
   double left = left_fraction_after_training(o, 400);
   EXPECT_GT(left, 0.3);
@@ -83,6 +84,7 @@ TEST(Dm1Modes, OneStepMeanFlowKeepsBothModesWithMse) {
 // targets (action chunks), this collapses the 1-step map onto one mode.
 TEST(Dm1Modes, AdaptiveWeightingWithPowerOneIsModeSeeking) {
   MeanFlowOptions o;
+  o.ratio_r_neq_t = 0.25;  // official MeanFlow: ratio and weighting
   o.weighting = "adaptive";
   o.adaptive_p = 1.0;
   double left = left_fraction_after_training(o, 400);

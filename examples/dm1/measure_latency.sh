@@ -19,12 +19,16 @@ for ((i = 0; i < REPEATS; ++i)); do
     run=${spec%:*}; k=${spec##*:}
     out=$("$BUILD/bin/dm1-controller" "$run" --steps "$k" --calls "$CALLS" --episodes 20 --batch 200 2>"$TMP.err") ||
       { echo "dm1-controller failed for $spec:" >&2; cat "$TMP.err" >&2; exit 1; }
-    echo "$out" | /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin); print("\t".join(map(str, [sys.argv[1], sys.argv[2], r["latency_ms_p50"], r["latency_ms_p99"], r["batch_chunks_per_s"]])))' "$run" "$k" >> "$TMP"
+    printf '%s\t%s\t%s\n' "$run" "$k" "$out" >> "$TMP"   # the controller prints one JSON line
   done
 done
 /usr/bin/python3 - "$TMP" "$@" <<'PY'
-import statistics, sys
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+import json, statistics, sys
+rows = []
+for line in open(sys.argv[1]):
+    run, k, out = line.rstrip("\n").split("\t", 2)
+    r = json.loads(out)
+    rows.append((run, k, r["latency_ms_p50"], r["latency_ms_p99"], r["batch_chunks_per_s"]))
 specs = sys.argv[2:]
 print("| run | steps | p50 ms/call | p99 ms/call | batch-200 chunks/s | p50 ratio to first |")
 print("|---|---|---|---|---|---|")
@@ -32,7 +36,7 @@ base = None
 for spec in specs:
     run, k = spec.rsplit(":", 1)
     rs = [r for r in rows if r[0] == run and r[1] == k]
-    p50, p99, thr = (statistics.median(float(r[i]) for r in rs) for i in (2, 3, 4))
+    p50, p99, thr = (statistics.median(r[i] for r in rs) for i in (2, 3, 4))
     base = base or p50
     print(f"| {run.rstrip('/').split('/')[-1]} | {k} | {p50:.3f} | {p99:.3f} | {thr:.0f} | {p50 / base:.1f}x |")
 PY

@@ -274,9 +274,12 @@ std::unique_ptr<Component> PluginHost::create(Kind kind, const Config& cfg, cons
   if (!ok) throw Error(ok.error());
   const Factories& factories = loaded_.at((*spec)->plugin);
   const Factory& factory = factories.at({kind, (*spec)->name});
+  BuildContext own = ctx;  // the building plugin's own folder, for its data files
+  std::string why;
+  if (const PluginManifest* m = manifest_of((*spec)->plugin, &why)) own.plugin_dir = m->dir;
   std::unique_ptr<Component> component;
   try {
-    component = factory(cfg, ctx);
+    component = factory(cfg, own);
   } catch (const ConfigError&) {
     throw;
   } catch (const std::exception& e) {
@@ -285,6 +288,9 @@ std::unique_ptr<Component> PluginHost::create(Kind kind, const Config& cfg, cons
     throw ConfigError(cfg.file(), cfg.pointer(), "component '" + type + "' failed to build (unknown exception)");
   }
   if (!component) throw ConfigError(cfg.file(), cfg.pointer(), "component '" + type + "' factory returned nothing");
+  if (!implements_interface(kind, *component))
+    throw ConfigError(cfg.file(), cfg.pointer_to("type"), "component '" + type + "' does not implement the " +
+                                                              kind_info(kind).interface_name + " interface");
   return component;
 }
 

@@ -398,7 +398,9 @@ struct Session::Impl {
       if (name != "x") cond.set(name, ref.at(name));
     torch::Tensor x = ref.at("x");
     model->module().eval();
-    TensorMap reps = model->representations(x, torch::ones({x.size(0)}, x.options()), cond);
+    auto* rep_model = capability<RepresentationModel>(*model);
+    TensorMap reps;
+    if (rep_model) reps = rep_model->forward_with_representations(x, torch::ones({x.size(0)}, x.options()), cond).second;
     model->module().train();
     nlohmann::json out = nlohmann::json::object();
     for (const auto& [name, z] : reps)
@@ -477,11 +479,11 @@ nlohmann::json Session::evaluate() {
   if (!s.solver) throw Error("evaluation needs a solver in the pipeline");
   int64_t nfe = 0;
   nlohmann::json result;
-  if (s.domain->has_environment()) {
+  if (const auto* env = capability<Environment>(*s.domain)) {
     // Closed loop: the environment asks the policy for an action chunk per observation row.
     Impl::EmaSwap swap(s, s.sample_cfg.get<bool>("use_ema"));
     Policy policy = make_policy(*this);
-    result = s.domain->rollout(policy, metrics, eval_gen);
+    result = env->rollout(policy, metrics, eval_gen);
     nfe = s.last_nfe;
     s.model->module().train();
   } else {

@@ -2,7 +2,6 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <sstream>
 
 #include "flowkit/component.h"
 #include "flowkit/config.h"
@@ -29,21 +28,29 @@ ConfigError::~ConfigError() = default;
 Component::~Component() = default;
 Registry::~Registry() = default;
 
-const char* kind_name(Kind kind) {
-  switch (kind) {
-    case Kind::domain: return "domain";
-    case Kind::path: return "path";
-    case Kind::model: return "model";
-    case Kind::loss: return "loss";
-    case Kind::solver: return "solver";
-  }
-  return "?";
+const std::array<KindInfo, 5>& kinds() {
+  static const std::array<KindInfo, 5> table{{
+      {Kind::domain, "domain", "flowkit::Domain", "flowkit/domain.h"},
+      {Kind::path, "path", "flowkit::Path", "flowkit/path.h"},
+      {Kind::model, "model", "flowkit::Model", "flowkit/model.h"},
+      {Kind::loss, "loss", "flowkit::Loss", "flowkit/loss.h"},
+      {Kind::solver, "solver", "flowkit::Solver", "flowkit/solver.h"},
+  }};
+  return table;
 }
 
+const KindInfo& kind_info(Kind kind) {
+  for (const auto& k : kinds())
+    if (k.kind == kind) return k;
+  throw Error("unknown component kind");
+}
+
+const char* kind_name(Kind kind) { return kind_info(kind).name; }
+
 bool parse_kind(const std::string& s, Kind* out) {
-  for (Kind k : {Kind::domain, Kind::path, Kind::model, Kind::loss, Kind::solver})
-    if (s == kind_name(k)) {
-      *out = k;
+  for (const auto& k : kinds())
+    if (s == k.name) {
+      *out = k.kind;
       return true;
     }
   return false;
@@ -70,6 +77,7 @@ bool Config::has(const std::string& key) const { return value_.contains(key); }
 std::string Config::pointer_to(const std::string& key) const { return pointer_ + "/" + escape_token(key); }
 
 Config Config::child(const std::string& key) const {
+  note_read(key);
   if (!has(key)) fail(key, "required section is missing");
   return Config(value_.at(key), file_, pointer_to(key));
 }
@@ -92,10 +100,5 @@ bool Config::is_infinity(const nlohmann::json& v) {
   return s == "inf" || s == "infinity" || s == "+inf";
 }
 
-std::string Config::describe(Range r) {
-  std::ostringstream s;
-  s << "[" << r.lo << ", " << r.hi << "]";
-  return s.str();
-}
 
 }  // namespace flowkit

@@ -2,21 +2,65 @@
 // TensorMap, and the default behaviours of the interfaces.
 #include <torch/torch.h>
 
-#include "flowkit/domain.h"
-#include "flowkit/error.h"
-#include "flowkit/loss.h"
-#include "flowkit/model.h"
-#include "flowkit/path.h"
-#include "flowkit/solver.h"
+#include "flowkit/flowkit.h"
+#include "flowkit/parameter_swap.h"
 
 namespace flowkit {
 
 Domain::~Domain() = default;
 Path::~Path() = default;
 Model::~Model() = default;
-TensorMap Model::representations(const torch::Tensor&, const torch::Tensor&, const Conditioning&) { return {}; }
 Loss::~Loss() = default;
 Solver::~Solver() = default;
+NamedOutputModel::~NamedOutputModel() = default;
+RepresentationModel::~RepresentationModel() = default;
+InvertibleModel::~InvertibleModel() = default;
+VelocityConversions::~VelocityConversions() = default;
+NoiseKernel::~NoiseKernel() = default;
+Environment::~Environment() = default;
+OdeIntegrator::~OdeIntegrator() = default;
+
+bool implements_interface(Kind kind, const Component& c) {
+  switch (kind) {
+    case Kind::domain: return dynamic_cast<const Domain*>(&c) != nullptr;
+    case Kind::path: return dynamic_cast<const Path*>(&c) != nullptr;
+    case Kind::model: return dynamic_cast<const Model*>(&c) != nullptr;
+    case Kind::loss: return dynamic_cast<const Loss*>(&c) != nullptr;
+    case Kind::solver: return dynamic_cast<const Solver*>(&c) != nullptr;
+  }
+  return false;
+}
+
+std::vector<std::string> capability_names(const Component& c) {
+  std::vector<std::string> out;
+  auto add = [&](bool has, const char* name) {
+    if (has) out.push_back(name);
+  };
+  add(capability<Environment>(c) != nullptr, "environment");
+  add(capability<InvertibleModel>(c) != nullptr, "invertible");
+  add(capability<NamedOutputModel>(c) != nullptr, "named_outputs");
+  add(capability<NoiseKernel>(c) != nullptr, "noise_kernel");
+  add(capability<OdeIntegrator>(c) != nullptr, "ode_integrator");
+  add(capability<RepresentationModel>(c) != nullptr, "representations");
+  add(capability<VelocityConversions>(c) != nullptr, "velocity_conversions");
+  return out;
+}
+
+// ---- capabilities' shared parts --------------------------------------------------------
+
+torch::Tensor standard_normal_log_density(const torch::Tensor& z) {
+  const double d = static_cast<double>(z[0].numel());
+  return -0.5 * z.flatten(1).pow(2).sum(1) - 0.5 * d * std::log(2 * M_PI);
+}
+
+torch::Tensor InvertibleModel::log_likelihood(const torch::Tensor& x, const Conditioning& cond) {
+  LatentAndLogDet f = to_latent(x, cond);
+  return standard_normal_log_density(f.z) + f.log_det;
+}
+
+double bits_per_dim(const torch::Tensor& log_likelihood, int64_t dims) {
+  return -log_likelihood.to(torch::kDouble).mean().item<double>() / (static_cast<double>(dims) * std::log(2.0));
+}
 
 SolveResult euler_integrate(const VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
                             bool keep_intermediates) {
@@ -37,16 +81,8 @@ SolveResult euler_integrate(const VectorField& f, const torch::Tensor& x0, const
 
 Conditioning Domain::sample_conditions(int64_t, int64_t, torch::Generator&) const { return {}; }
 
-nlohmann::json Domain::rollout(const Policy&, const std::vector<std::string>&, torch::Generator&) const {
-  throw Error("this domain has no environment to roll a policy out in");
-}
-
-torch::Tensor Path::velocity_to_score(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) const {
-  throw Error("this path cannot convert a velocity into a score (needed by stochastic samplers)");
-}
-
-SolveResult Solver::sample(Model& model, const Path* path, const SampleRequest& request,
-                           torch::Generator& gen) const {
+SolveResult IntegratingSolver::sample(Model& model, const Path* path, const SampleRequest& request,
+                                      torch::Generator& gen) const {
   if (!path) throw Error("this solver integrates from the path's prior, but the pipeline has no path");
   torch::NoGradGuard no_grad;
   torch::Tensor x0 = path->prior(request.n, request.item_shape, gen, request.options);
@@ -56,6 +92,48 @@ SolveResult Solver::sample(Model& model, const Path* path, const SampleRequest& 
     return model.forward(x, t.expand({x.size(0)}), cond);
   };
   return integrate(field, x0, times, gen, request.keep_intermediates);
+}
+
+// ---- random draws on the generator's device -----------------------------------------------
+
+namespace random {
+static torch::TensorOptions on_generator(const torch::TensorOptions& o, const torch::Generator& gen) {
+  return o.device(gen.device());
+}
+torch::Tensor randn(torch::IntArrayRef size, torch::Generator& gen, const torch::TensorOptions& options) {
+  return torch::randn(size, gen, on_generator(options, gen)).to(options.device());
+}
+torch::Tensor rand(torch::IntArrayRef size, torch::Generator& gen, const torch::TensorOptions& options) {
+  return torch::rand(size, gen, on_generator(options, gen)).to(options.device());
+}
+torch::Tensor randint(int64_t low, int64_t high, torch::IntArrayRef size, torch::Generator& gen,
+                      const torch::TensorOptions& options) {
+  return torch::randint(low, high, size, gen, on_generator(options, gen)).to(options.device());
+}
+torch::Tensor randperm(int64_t n, torch::Generator& gen, const torch::TensorOptions& options) {
+  return torch::randperm(n, gen, on_generator(options, gen)).to(options.device());
+}
+}  // namespace random
+
+// ---- scoped parameter swap -----------------------------------------------------------------
+
+ScopedParameterSwap::ScopedParameterSwap(torch::nn::Module& module, const std::vector<torch::Tensor>& values)
+    : module_(module) {
+  if (values.empty()) return;
+  torch::NoGradGuard no_grad;
+  auto params = module_.parameters();
+  if (params.size() != values.size()) throw Error("ScopedParameterSwap: the module has a different number of parameters");
+  for (size_t i = 0; i < params.size(); ++i) {
+    saved_.push_back(params[i].detach().clone());
+    params[i].copy_(values[i]);
+  }
+}
+
+ScopedParameterSwap::~ScopedParameterSwap() {
+  if (saved_.empty()) return;
+  torch::NoGradGuard no_grad;
+  auto params = module_.parameters();
+  for (size_t i = 0; i < params.size(); ++i) params[i].copy_(saved_[i]);
 }
 
 const torch::Tensor& TensorMap::at(const std::string& name) const {

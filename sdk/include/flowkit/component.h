@@ -1,20 +1,19 @@
 // flowkit/component.h — the common base of everything a plugin creates.
 #pragma once
-#include <string>
+#include "flowkit/kinds.h"
 
 namespace flowkit {
 
-// The five kinds of component a pipeline is made of.
-enum class Kind { domain, path, model, loss, solver };
-
-const char* kind_name(Kind kind);        // "domain", ...
-bool parse_kind(const std::string& s, Kind* out);
-
 // Base class of all components. Its out-of-line destructor lives in libflowkit_sdk.so,
-// so there is one typeinfo for every interface and dynamic_cast works across plugins.
+// so there is one typeinfo for every interface and capability, and dynamic_cast (behind
+// flowkit::capability<T>) works across plugins.
 class Component {
  public:
   virtual ~Component();
+  // A wrapper that adds nothing to its inner component's capabilities (a steering or
+  // logging wrapper) returns the inner one, so that capability<T>() finds them through it.
+  // Wrappers that change what those capabilities mean (a preconditioner) return null.
+  virtual Component* capability_delegate() { return nullptr; }
 };
 
 }  // namespace flowkit

@@ -1,8 +1,9 @@
-// flowkit/domain.h — a kind of data: its datasets, its metrics and its writers.
+// flowkit/domain.h — a kind of data: its datasets, its metrics and its writers. A domain
+// with an environment implements the Environment capability (capabilities/environment.h).
 #pragma once
 #include <nlohmann/json.hpp>
 
-#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -10,10 +11,6 @@
 #include "flowkit/tensor_map.h"
 
 namespace flowkit {
-
-// A policy as an environment domain sees it: observations in (a batch of named tensors,
-// one row per environment), one action chunk per row out ("x" shaped [B, item_shape...]).
-using Policy = std::function<torch::Tensor(const Conditioning& observation, torch::Generator& gen)>;
 
 class Domain : public Component {
  public:
@@ -34,6 +31,9 @@ class Domain : public Component {
   // offset, so conditions tied to a position (CSP: the composition of reference item i) stay
   // paired with reference(count) whatever the chunk size.
   virtual Conditioning sample_conditions(int64_t first, int64_t n, torch::Generator& gen) const;
+  // Shapes of one row of each conditioning field the domain provides ("obs": {4},
+  // "label": {}), so a model can size its inputs without drawing data. Empty by default.
+  virtual std::map<std::string, std::vector<int64_t>> condition_shapes() const { return {}; }
 
   // Names of the metrics `evaluate` understands; the first ones are the defaults.
   virtual std::vector<std::string> metric_names() const = 0;
@@ -44,13 +44,6 @@ class Domain : public Component {
   // Writes samples under `dir` (files named from `stem`); returns the paths written.
   virtual std::vector<std::string> write(const Batch& samples, const std::string& dir,
                                          const std::string& stem) const = 0;
-
-  // Domains with an environment (control tasks, simulators, robots) are evaluated by running
-  // a policy in it rather than by comparing samples with data. `eval` then calls `rollout`
-  // instead of `evaluate`; the metric names are the same `metric_names()`.
-  virtual bool has_environment() const { return false; }
-  virtual nlohmann::json rollout(const Policy& policy, const std::vector<std::string>& metrics,
-                                 torch::Generator& gen) const;
 };
 
 }  // namespace flowkit

@@ -1,5 +1,13 @@
 // flowkit/flowkit.h — everything a plugin needs, in one include.
 #pragma once
+#include "flowkit/capabilities/environment.h"
+#include "flowkit/capabilities/invertible.h"
+#include "flowkit/capabilities/named_outputs.h"
+#include "flowkit/capabilities/noise_kernel.h"
+#include "flowkit/capabilities/ode_integrator.h"
+#include "flowkit/capabilities/representations.h"
+#include "flowkit/capabilities/velocity_conversions.h"
+#include "flowkit/capability.h"
 #include "flowkit/config.h"
 #include "flowkit/domain.h"
 #include "flowkit/error.h"
@@ -7,6 +15,7 @@
 #include "flowkit/model.h"
 #include "flowkit/path.h"
 #include "flowkit/plugin.h"
+#include "flowkit/random.h"
 #include "flowkit/registry.h"
 #include "flowkit/solver.h"
 #include "flowkit/tensor_map.h"

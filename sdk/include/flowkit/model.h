@@ -1,4 +1,6 @@
 // flowkit/model.h — a network: a function of the state, the time(s) and the conditioning.
+// Optional features (named outputs, representations, invertibility) are capabilities:
+// flowkit/capabilities/*.h.
 #pragma once
 #include <torch/nn/module.h>
 
@@ -17,9 +19,6 @@ class Model : public Component {
                                 const Conditioning& cond) = 0;
   // The trainable module: parameters, buffers, train()/eval(), to(device).
   virtual torch::nn::Module& module() = 0;
-  // Named intermediate representations ([B, ...] each: an observation embedding, trunk
-  // activations) for the inputs, for diagnostics (`eval.probe_label`); empty by default.
-  virtual TensorMap representations(const torch::Tensor& x, const torch::Tensor& t, const Conditioning& cond);
 };
 
 }  // namespace flowkit

@@ -1,4 +1,6 @@
 // flowkit/path.h — a probability path (interpolant) between a prior and the data.
+// Conversions (velocity -> data estimate, score) and an exposed noise kernel are
+// capabilities: flowkit/capabilities/velocity_conversions.h, noise_kernel.h.
 #pragma once
 #include <vector>
 
@@ -28,10 +30,6 @@ class Path : public Component {
   // n draws of the source distribution, each of shape item_shape.
   virtual torch::Tensor prior(int64_t n, const std::vector<int64_t>& item_shape,
                               torch::Generator& gen, const torch::TensorOptions& options) const = 0;
-  // Score of the marginal at (x, t) from a velocity prediction; paths that cannot
-  // express it throw flowkit::Error (stochastic samplers need it).
-  virtual torch::Tensor velocity_to_score(const torch::Tensor& velocity, const torch::Tensor& x,
-                                          const torch::Tensor& t) const;
 };
 
 }  // namespace flowkit

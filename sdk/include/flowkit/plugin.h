@@ -7,8 +7,8 @@
 #include "flowkit/version.h"
 
 extern "C" {
-// Layout frozen for API major 1: the two version fields come first so that the host can
-// check them before touching anything else.
+// The two version fields come first, in every API version, so that the host can check them
+// before touching anything else; the rest of the layout is fixed within one API major.
 struct flowkit_plugin_descriptor {
   std::uint32_t api_major;
   std::uint32_t api_minor;

@@ -1,6 +1,7 @@
-// flowkit/solver.h — a sampler: integrates a vector field over an explicit time grid.
+// flowkit/solver.h — a sampler: generates samples with a trained model. Whether it is an ODE
+// integrator (capabilities/ode_integrator.h), a one-step map or a Bayesian update is its own
+// business; it implements only what it is.
 #pragma once
-#include <functional>
 #include <vector>
 
 #include "flowkit/component.h"
@@ -11,13 +12,10 @@ namespace flowkit {
 class Model;
 class Path;
 
-// dx/dt = f(x, t); t is a 0-dim tensor.
-using VectorField = std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& t)>;
-
 struct SolveResult {
-  torch::Tensor x;                          // state at the last grid time
-  int64_t nfe = 0;                          // number of vector-field evaluations
-  std::vector<torch::Tensor> intermediates; // states at every grid time (if requested)
+  torch::Tensor x;                          // the sample ("x")
+  int64_t nfe = 0;                          // number of network evaluations
+  std::vector<torch::Tensor> intermediates; // states along the way (if requested)
   // Further named outputs of a sample beyond "x" (a crystal's per-atom "frac" and "types"),
   // merged into the sample batch the domain evaluates and writes.
   TensorMap fields;
@@ -35,27 +33,10 @@ struct SampleRequest {
 class Solver : public Component {
  public:
   ~Solver() override;
-
-  // Integrates from x0 at grid[0] through every time of `grid` (1-D, monotone, either
-  // direction). Pure: no hidden step index; `gen` feeds stochastic solvers.
-  virtual SolveResult integrate(const VectorField& f, const torch::Tensor& x0,
-                                const torch::Tensor& grid, torch::Generator& gen,
-                                bool keep_intermediates = false) const = 0;
-
-  // Generates samples with a trained model. The default draws x0 from the path's prior and
-  // integrates the model's velocity over `grid(steps)` without autograd. Methods whose
-  // sampler is not a plain ODE in t (sigma-space Heun, Bayesian updates, one-step maps)
-  // override it. `path` is null when the pipeline has none; the default then throws.
+  // `path` is null when the pipeline has none (a normalizing flow). Runs without autograd
+  // unless the sampler itself needs gradients (guidance).
   virtual SolveResult sample(Model& model, const Path* path, const SampleRequest& request,
-                             torch::Generator& gen) const;
-
-  // The time grid used by `sample` for `steps` steps (0: configured default).
-  virtual torch::Tensor grid(int64_t steps) const = 0;
+                             torch::Generator& gen) const = 0;
 };
-
-// Explicit Euler through every time of `grid`: the generic `integrate()` of samplers whose
-// real work happens in `sample()` (one-step maps, Bayesian updates). Since API 2.1.
-SolveResult euler_integrate(const VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
-                            bool keep_intermediates = false);
 
 }  // namespace flowkit

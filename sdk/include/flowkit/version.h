@@ -7,11 +7,12 @@
 // Version-bump rule (LLVM-style):
 //  * bump MAJOR (and reset MINOR to 0) for any change that breaks already-built plugins:
 //    a changed layout of flowkit_plugin_descriptor, a changed, removed or reordered virtual
-//    function in any interface class (domain, path, model, loss, solver, registry), a changed
+//    function in any interface or capability class (domain, path, model, loss, solver,
+//    registry, flowkit/capabilities/*), a changed
 //    field in a struct passed across the boundary (PathSample, SolveResult, BuildContext...);
 //  * bump MINOR for additions that old plugins do not see: a new free helper in the SDK
 //    library, a new interface kind, a new non-virtual convenience function;
 //  * never change either for internal host changes.
-#define FLOWKIT_API_MAJOR 2
-#define FLOWKIT_API_MINOR 1
+#define FLOWKIT_API_MAJOR 3
+#define FLOWKIT_API_MINOR 0
 #define FLOWKIT_VERSION "0.1.0"

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "flowkit/core/session.h"
-#include "flowkit/domain.h"
+#include "flowkit/capabilities/environment.h"
 
 namespace flowkit::core {
 

@@ -16,7 +16,7 @@ using namespace crysbfn;
 
 namespace {
 
-const std::string kPerovDir = std::string(FLOWKIT_SOURCE_DIR) + "/data/perov_5/";
+const std::string kPerovDir = std::string(PLUGIN_SOURCE_DIR) + "/data/perov_5/";
 
 CrystalDomain& perov() {
   static CrystalDomain* d = [] {

@@ -351,7 +351,7 @@ TEST(PfgmppConfig, BadValuesAreRejectedWithTheirJsonPath) {
 TEST(PfgmppConfig, ExamplePipelinesValidate) {
   flowkit::core::PluginHost host(build_tree_only());
   int seen = 0;
-  for (const auto& e : std::filesystem::directory_iterator(std::string(FLOWKIT_SOURCE_DIR) + "/examples/pfgmpp")) {
+  for (const auto& e : std::filesystem::directory_iterator(std::string(PLUGIN_SOURCE_DIR) + "/examples")) {
     if (e.path().extension() != ".json") continue;
     ++seen;
     auto v = flowkit::core::validate_pipeline_file(e.path().string(), host);

@@ -13,7 +13,7 @@
 using namespace crysbfn;
 
 namespace {
-const std::string kScheduleDir = std::string(FLOWKIT_SOURCE_DIR) + "/data/crysbfn_schedules/";
+const std::string kScheduleDir = std::string(PLUGIN_SOURCE_DIR) + "/tests/data/crysbfn_schedules/";
 torch::Generator gen(uint64_t seed) { return at::detail::createCPUGenerator(seed); }
 }  // namespace
 

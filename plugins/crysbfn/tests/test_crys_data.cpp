@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kPerovDir = std::string(FLOWKIT_SOURCE_DIR) + "/data/perov_5/";
+const std::string kPerovDir = std::string(PLUGIN_SOURCE_DIR) + "/data/perov_5/";
 
 // The first row of perov_5/test.csv, verbatim.
 const char* kTiOsNOF = R"(# generated using pymatgen
@@ -603,7 +603,7 @@ TEST(CrysValidity, Wasserstein1) {
 // ---- manifest and factory -----------------------------------------------------------------------
 
 TEST(CrysManifest, DeclaresEveryParameterWithTheCodesDefaults) {
-  std::ifstream in(std::string(FLOWKIT_SOURCE_DIR) + "/plugins/crysbfn/plugin.json");
+  std::ifstream in(std::string(PLUGIN_SOURCE_DIR) + "/plugin.json");
   auto m = nlohmann::json::parse(in);
   nlohmann::json params;
   for (const auto& c : m.at("components"))

@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 namespace {
 
 torch::Generator make_gen(uint64_t seed) { return at::detail::createCPUGenerator(seed); }
-const std::string kDigitsFile = std::string(FLOWKIT_SOURCE_DIR) + "/data/digits/digits.csv.gz";
+const std::string kDigitsFile = std::string(PLUGIN_SOURCE_DIR) + "/data/digits.csv.gz";
 
 flowkit::Config cfg(nlohmann::json j = nlohmann::json::object()) { return flowkit::Config(j, "test.json", "/c"); }
 
@@ -36,7 +36,7 @@ struct Recording : flowkit::Registry {
 };
 
 nlohmann::json manifest() {
-  std::ifstream in(std::string(FLOWKIT_SOURCE_DIR) + "/plugins/standard/plugin.json");
+  std::ifstream in(std::string(PLUGIN_SOURCE_DIR) + "/plugin.json");
   return nlohmann::json::parse(in);
 }
 

@@ -52,6 +52,12 @@ TEST(SdkExample, OutOfTreePluginBuildsLoadsAndRuns) {
   EXPECT_THAT_MSG(log, "ring.circle");
   EXPECT_THAT_MSG(log, "standard.mlp");  // found in the installed prefix
 
+  // A third party runs the conformance suite on its own plugin with the installed binary.
+  log.clear();
+  ASSERT_EQ(run(flowkit + " conformance ring", &log), 0) << log;
+  EXPECT_THAT_MSG(log, "PASS ring.circle: reads exactly the parameters its manifest declares");
+  EXPECT_THAT_MSG(log, "PASS ring.circle: domain contract");
+
   log.clear();
   int rc = run("cd " + tmp.path().string() + " && " + flowkit + " -q run " FLOWKIT_SOURCE_DIR "/sdk/examples/ring/pipeline.json", &log);
   ASSERT_EQ(rc, 0) << log;

@@ -1,10 +1,10 @@
 // Representation diagnostics (eval.probe_label) against constructed embeddings, and a real
-// model's representations (dm1.policy) read through the SDK interface.
+// model's representations (the RepresentationModel capability; conformance checks its models).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "dm1/dm1.h"
 #include "flowkit/core/diagnostics.h"
+#include "flowkit/error.h"
 
 using namespace flowkit::core;
 
@@ -46,27 +46,4 @@ TEST(Diagnostics, LinearProbeSeparatesLinearLabelsAndNotRandomOnes) {
   EXPECT_GT(linear_probe_accuracy(z, linear), 0.85);
   torch::Tensor random = torch::randint(0, 4, {3000}, g, torch::kLong);
   EXPECT_NEAR(linear_probe_accuracy(z, random), 0.25, 0.05);  // chance
-}
-
-TEST(Diagnostics, PolicyExposesItsRepresentations) {
-  dm1::DomainOptions o;
-  o.demos = 10;
-  o.heldout_demos = 5;
-  dm1::BiReachDomain domain(o);
-  auto g = at::detail::createCPUGenerator(2);
-  flowkit::Batch ref = domain.reference(64, g);
-  ASSERT_TRUE(ref.has("goal"));  // the label the probe reads
-  dm1::PolicyOptions p;
-  p.hidden = 32, p.layers = 2, p.obs_hidden = 32, p.obs_embed = 16, p.time_embed = 8, p.action_dim = 16;
-  p.obs_shape = {ref.at("obs").size(1)};
-  dm1::PolicyModel model(p, {8, 2}, "cpu");
-  flowkit::Conditioning cond;
-  for (const auto& name : ref.names())
-    if (name != "x") cond.set(name, ref.at(name));
-  flowkit::Model& generic = model;
-  flowkit::TensorMap reps = generic.representations(ref.at("x"), torch::ones({64}), cond);
-  ASSERT_TRUE(reps.has("obs"));
-  EXPECT_EQ(reps.at("obs").sizes(), torch::IntArrayRef({64, 16}));
-  EXPECT_TRUE(reps.has("trunk0"));
-  EXPECT_GT(effective_rank(reps.at("obs")), 1.0);
 }

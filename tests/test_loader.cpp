@@ -63,8 +63,13 @@ TEST(Loader, GoodPluginLoadsLazilyAndBuildsComponents) {
   EXPECT_FALSE(host.is_loaded("fk_good"));
   EXPECT_FALSE(mapped(dir.string()));
   BuildContext ctx;
-  auto thing = host.create(Kind::model, component("fk_good.thing"), ctx);
-  EXPECT_NE(thing, nullptr);
+  // The torch-free test component is no flowkit::Model: the host checks the kind's interface.
+  try {
+    host.create(Kind::model, component("fk_good.thing"), ctx);
+    FAIL() << "expected the interface check to fail";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT_MSG(e.what(), "does not implement the flowkit::Model interface");
+  }
   EXPECT_TRUE(host.is_loaded("fk_good"));
   EXPECT_TRUE(mapped(dir.string()));
 }

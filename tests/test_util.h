@@ -7,6 +7,9 @@
 #include <random>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
+#include "flowkit/config.h"
 #include "flowkit/core/plugin_host.h"
 
 // Asserts that `text` contains `part`, printing both when it does not.
@@ -56,3 +59,9 @@ inline flowkit::core::SearchOptions build_tree_only() {
   o.use_environment = false;
   return o;
 }
+
+// The resolved config of component `type` ("plugin.name") as the host gives it to a factory:
+// `overrides` plus every default from the plugin's manifest (the only place defaults live).
+// Throws flowkit::Error listing the problems when the overrides do not validate.
+flowkit::Config resolved_config(const std::string& type, const nlohmann::json& overrides = nlohmann::json::object(),
+                                const std::string& pointer = "/c");

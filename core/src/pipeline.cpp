@@ -167,7 +167,9 @@ nlohmann::json check_params(const std::vector<ParamSpec>& params, const nlohmann
   }
   for (const auto& p : params) {
     if (object.contains(p.name)) continue;
-    if (p.fallback) out[p.name] = *p.fallback;
+    if (p.fallback && p.type == "component" && host && p.fallback->is_object() && p.fallback->contains("type"))
+      out[p.name] = check_component(p, *p.fallback, file, pointer + "/" + p.name, problems, *host);  // its defaults too
+    else if (p.fallback) out[p.name] = *p.fallback;
     else if (p.required) problems.push_back({file, pointer + "/" + p.name, "required parameter is missing (" + p.type + ")"});
   }
   return out;

@@ -1,4 +1,5 @@
-// flowkit — the command-line host: plugins, describe, validate, train, sample, eval, run.
+// flowkit — the command-line host: plugins, describe, validate, conformance, train, sample,
+// eval, run. Each subcommand is one entry of a table: its options and the function it runs.
 // Exit codes: 0 ok, 1 runtime failure, 2 usage or validation error.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -7,11 +8,14 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 
 #include "describe.h"
+#include "flowkit/core/conformance.h"
 #include "flowkit/core/pipeline.h"
 #include "flowkit/core/plugin_host.h"
+#include "flowkit/core/run_directory.h"
 #include "flowkit/core/session.h"
 #include "flowkit/version.h"
 
@@ -77,29 +81,34 @@ int main(int argc, char** argv) {
   bool markdown = false;
   auto* describe = app.add_subcommand("describe", "parameters, defaults and docs of a component");
   describe->add_option("component", type, "component type, e.g. standard.mlp, or train/sample/eval");
-  describe->add_flag("--markdown", markdown, "every component as Markdown tables (docs/pipeline.md)");
+  describe->add_flag("--markdown", markdown, "every component as Markdown tables (docs/components.md)");
+
+  std::vector<std::string> conformance_plugins;
+  auto* conformance = app.add_subcommand("conformance", "run the interface and capability checks on plugins (all found, or those named)");
+  conformance->add_option("plugins", conformance_plugins, "plugin names (default: every plugin on the search path)");
 
   std::string pipeline_file, runs_dir = "runs", run_name, checkpoint;
   bool resume = false;
   int64_t stop_at = -1;
   auto* validate = app.add_subcommand("validate", "check a pipeline completely and print the resolved config");
   validate->add_option("pipeline", pipeline_file, "pipeline JSON")->required();
-  struct RunCommand { const char* name; const char* help; CLI::App* cmd = nullptr; };
-  RunCommand runs[] = {{"train", "train the model of a pipeline"},
-                       {"sample", "generate samples from the latest checkpoint"},
-                       {"eval", "compute the pipeline's metrics from the latest checkpoint"},
-                       {"run", "train, then sample, then evaluate"}};
+  enum class Job { train, sample, eval, run };
+  struct RunCommand { const char* name; const char* help; Job job; bool trains; CLI::App* cmd = nullptr; };
+  RunCommand runs[] = {{"train", "train the model of a pipeline", Job::train, true},
+                       {"sample", "generate samples from the latest checkpoint", Job::sample, false},
+                       {"eval", "compute the pipeline's metrics from the latest checkpoint", Job::eval, false},
+                       {"run", "train, then sample, then evaluate", Job::run, true}};
   for (auto& r : runs) {
     r.cmd = app.add_subcommand(r.name, r.help);
     r.cmd->add_option("pipeline", pipeline_file, "pipeline JSON")->required();
     r.cmd->add_option("--runs-dir", runs_dir, "parent of run directories")->capture_default_str();
     r.cmd->add_option("--name", run_name, "run name (default: the pipeline's name)");
-    if (std::string(r.name) == "train" || std::string(r.name) == "run") {
+    if (r.trains) {
       r.cmd->add_flag("--resume", resume, "continue from the run's last checkpoint");
       r.cmd->add_option("--stop-at", stop_at, "stop at this step with a checkpoint (continue later with --resume)");
-    }
-    else
+    } else {
       r.cmd->add_option("--checkpoint", checkpoint, "checkpoint file (default: the run's last)");
+    }
   }
 
   try {
@@ -115,45 +124,54 @@ int main(int argc, char** argv) {
     core::SearchOptions search;
     search.plugin_paths = plugin_paths;
     core::PluginHost host(search);
-    if (*plugins) return cmd_plugins(host);
-    if (*describe) return cmd_describe(host, type, markdown);
-    core::Pipeline pipeline = load_pipeline(pipeline_file, host);
-    if (*validate) {
-      fmt::print("{}\n", pipeline.resolved.dump(2));
-      fmt::print(stderr, "{}: valid\n", pipeline_file);
+    auto run_job = [&](Job job, bool trains) {
+      core::Pipeline pipeline = load_pipeline(pipeline_file, host);
+      // A fresh `train`/`run` without --name never touches an earlier run: it takes <name>-2, -3, ...
+      if (run_name.empty() && !resume && trains) {
+        run_name = pipeline.name;
+        for (int i = 2; core::RunDirectory(runs_dir, run_name).has_checkpoint(); ++i) run_name = pipeline.name + "-" + std::to_string(i);
+        if (run_name != pipeline.name) spdlog::info("runs/{} already exists; this run is {}", pipeline.name, run_name);
+      }
+      core::RunOptions options;
+      options.runs_root = runs_dir;
+      options.run_name = run_name;
+      options.resume = resume;
+      options.stop_at_step = stop_at;
+      options.checkpoint = checkpoint;
+      options.progress_bar = isatty(STDERR_FILENO) && !quiet;
+      core::Session session(pipeline, host, options);
+      if (trains) {
+        auto s = session.train();
+        spdlog::info("trained steps {}..{} at {:.1f} steps/s; checkpoint {}", s.start_step, s.end_step, s.steps_per_second, s.checkpoint);
+      } else {
+        session.load_checkpoint(checkpoint);
+      }
+      if (job == Job::sample || job == Job::run)
+        for (const auto& f : session.sample()) fmt::print("sample file: {}\n", f);
+      if (job == Job::eval || job == Job::run) fmt::print("metrics: {}\n", session.evaluate().dump());
+      fmt::print("run directory: {}\n", session.run_dir());
       return kOk;
-    }
-    std::string sub = app.get_subcommands().front()->get_name();
-    // A fresh `train`/`run` without --name never touches an earlier run: it takes <name>-2, -3, ...
-    if (run_name.empty() && !resume && (sub == "train" || sub == "run")) {
-      namespace fs = std::filesystem;
-      auto taken = [&](const std::string& n) { return fs::exists(fs::path(runs_dir) / n / "checkpoints" / "last.pt"); };
-      run_name = pipeline.name;
-      for (int i = 2; taken(run_name); ++i) run_name = pipeline.name + "-" + std::to_string(i);
-      if (run_name != pipeline.name) spdlog::info("runs/{} already exists; this run is {}", pipeline.name, run_name);
-    }
-    core::RunOptions options;
-    options.runs_root = runs_dir;
-    options.run_name = run_name;
-    options.resume = resume;
-    options.stop_at_step = stop_at;
-    options.checkpoint = checkpoint;
-    options.progress_bar = isatty(STDERR_FILENO) && !quiet;
-    core::Session session(pipeline, host, options);
-    if (sub == "train" || sub == "run") {
-      auto s = session.train();
-      spdlog::info("trained steps {}..{} at {:.1f} steps/s; checkpoint {}", s.start_step, s.end_step, s.steps_per_second, s.checkpoint);
-    } else {
-      session.load_checkpoint(checkpoint);
-    }
-    if (sub == "sample" || sub == "run")
-      for (const auto& f : session.sample()) fmt::print("sample file: {}\n", f);
-    if (sub == "eval" || sub == "run") {
-      auto metrics = session.evaluate();
-      fmt::print("metrics: {}\n", metrics.dump());
-    }
-    fmt::print("run directory: {}\n", session.run_dir());
-    return kOk;
+    };
+    std::vector<std::pair<CLI::App*, std::function<int()>>> commands = {
+        {plugins, [&] { return cmd_plugins(host); }},
+        {describe, [&] { return cmd_describe(host, type, markdown); }},
+        {validate, [&] {
+           core::Pipeline pipeline = load_pipeline(pipeline_file, host);
+           fmt::print("{}\n", pipeline.resolved.dump(2));
+           fmt::print(stderr, "{}: valid\n", pipeline_file);
+           return kOk;
+         }},
+        {conformance, [&] {
+           auto report = core::run_conformance(host, conformance_plugins);
+           fmt::print("{}", report.text());
+           fmt::print("{} passed, {} failed\n", report.checks.size() - report.failures(), report.failures());
+           return report.failures() == 0 ? kOk : kRuntime;
+         }},
+    };
+    for (auto& r : runs) commands.push_back({r.cmd, [&run_job, &r] { return run_job(r.job, r.trains); }});
+    for (auto& [cmd, fn] : commands)
+      if (*cmd) return fn();
+    return kUsage;
   } catch (const UsageError& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return kUsage;

@@ -3,7 +3,7 @@
 baseline at several NFE) and ab initio generation.
 
 Usage (from the repository root):
-    examples/crysbfn/run_experiments.sh [train|eval|summary|all] [arm ...]
+    plugins/crysbfn/examples/run_experiments.sh [train|eval|summary|all] [arm ...]
 Environment: FLOWKIT (default build/bin/flowkit), OUT (default runs/crysbfn_experiments),
 STEPS (training steps, default: the pipelines' own), JOBS (parallel trainings, default 2),
 SEED (default 0: runs are named after the arm; SEED=k trains "<arm>_s<k>" with train.seed = k).

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "flowkit/error.h"
+#include "flowkit/random.h"
 
 namespace crysbfn {
 
@@ -53,7 +54,7 @@ torch::Tensor sample_von_mises(const torch::Tensor& loc_in, const torch::Tensor&
   ushape.insert(ushape.end(), shape.begin(), shape.end());
   for (int iter = 0; !done.all().item<bool>(); ++iter) {
     if (iter > 10000) throw flowkit::Error("von Mises sampler did not converge (non-finite concentration?)");
-    torch::Tensor u = torch::rand(ushape, gen, opts);
+    torch::Tensor u = flowkit::random::rand(ushape, gen, opts);
     torch::Tensor u1 = u[0], u2 = u[1], u3 = u[2];
     torch::Tensor z = torch::cos(M_PI * u1);
     torch::Tensor f = (1 + r * z) / (r + z);
@@ -86,7 +87,7 @@ std::pair<torch::Tensor, torch::Tensor> circular_flow_sample(const torch::Tensor
     throw flowkit::Error("circular_flow_sample: step index " + std::to_string(K) + " beyond the schedule's " +
                          std::to_string(alphas.size()) + " steps");
   // Prior mean m_0 ~ U[-pi, pi) (drawn on the generator's device).
-  torch::Tensor m0 = (torch::rand(x.sizes(), gen, opts.device(gen.device())) * (2 * M_PI) - M_PI).to(x.device());
+  torch::Tensor m0 = flowkit::random::rand(x.sizes(), gen, opts) * (2 * M_PI) - M_PI;
   torch::Tensor s_cos = torch::zeros_like(x), s_sin = torch::zeros_like(x);
   if (K > 0) {
     std::vector<int64_t> view(static_cast<size_t>(x.dim()) + 1, 1);

@@ -2,10 +2,11 @@
 // component `crysbfn.cspnet`.
 #include "crysbfn/cspnet.h"
 
+#include <algorithm>
 #include <cmath>
-#include <set>
 
 #include "crysbfn/domain.h"
+#include "flowkit/capability.h"
 #include "flowkit/error.h"
 
 namespace crysbfn {
@@ -94,7 +95,7 @@ CspNetImpl::CspNetImpl(const CspNetOptions& o) : o_(o) {
 }
 
 CrystalOutput CspNetImpl::forward(const CrystalInput& in) {
-  const int64_t A = in.frac.size(0), B = in.num_crystals;
+  const int64_t A = in.frac.size(0), B = in.num_atoms.size(0);
   torch::Tensor node_type =
       o_.type_distribution ? type_linear_->forward(2 * in.type_probs - 1) : type_embedding_->forward(in.types.clamp(0, 127));
   std::vector<torch::Tensor> parts = {node_type, time_embedding(in.t, o_.time_dim).index_select(0, in.batch)};
@@ -132,56 +133,122 @@ CrystalOutput CspNetImpl::forward(const CrystalInput& in) {
   return out;
 }
 
-CrystalModel::CrystalModel(const CspNetOptions& o, const std::string& device) : net_(o) { net_->to(torch::Device(device)); }
+// ---- named form ------------------------------------------------------------------------------
 
-torch::Tensor CrystalModel::forward(const torch::Tensor& x, const torch::Tensor& t, const flowkit::Conditioning& cond) {
-  CrystalInput in;
-  in.lattice = parameters_to_lattice(x);
-  in.num_crystals = x.size(0);
-  in.frac = cond.at("frac");
-  in.batch = atom_batch_index(cond.at("num_atoms"));
-  in.t = t;
-  const auto& o = net_->options();
-  const int64_t A = in.frac.size(0);
-  in.accuracy = cond.has("accuracy") ? cond.at("accuracy") : torch::zeros({A, 3}, in.frac.options());
-  if (o.type_distribution) {
-    if (cond.has("type_probs")) {
-      in.type_probs = cond.at("type_probs");
-    } else {  // one-hot of the given types over the vocabulary
-      torch::Tensor vocab = torch::tensor(o.vocabulary, torch::kLong).to(in.frac.device());
-      in.type_probs = (cond.at("types").unsqueeze(1) == vocab.unsqueeze(0)).to(in.frac.dtype());
-    }
-  } else {
-    in.types = cond.at("types");
-  }
-  return lattice_to_parameters(predict(in).lattice);
+namespace {
+void put(flowkit::TensorMap& m, const char* name, const torch::Tensor& v) {
+  if (v.defined()) m.set(name, v);
+}
+torch::Tensor get(const flowkit::TensorMap& m, const char* name) { return m.has(name) ? m.at(name) : torch::Tensor(); }
+}  // namespace
+
+flowkit::TensorMap to_named(const CrystalInput& in) {
+  flowkit::TensorMap m;
+  put(m, "t", in.t);
+  put(m, "lattice", in.lattice);
+  put(m, "frac", in.frac);
+  put(m, "num_atoms", in.num_atoms);
+  put(m, "batch", in.batch);
+  put(m, "accuracy", in.accuracy);
+  put(m, "types", in.types);
+  put(m, "type_probs", in.type_probs);
+  return m;
 }
 
-CrystalModel& as_crystal_model(flowkit::Model& model, const std::string& who) {
-  auto* m = dynamic_cast<CrystalModel*>(&model);
-  if (!m) throw flowkit::Error(who + " needs a crystal network (model type crysbfn.cspnet)");
-  return *m;
+CrystalInput crystal_input(const flowkit::TensorMap& m) {
+  CrystalInput in;
+  in.t = get(m, "t");
+  in.lattice = get(m, "lattice");
+  in.frac = get(m, "frac");
+  in.num_atoms = get(m, "num_atoms");
+  in.batch = get(m, "batch");
+  in.accuracy = get(m, "accuracy");
+  in.types = get(m, "types");
+  in.type_probs = get(m, "type_probs");
+  return in;
+}
+
+flowkit::TensorMap to_named(const CrystalOutput& out) {
+  flowkit::TensorMap m;
+  put(m, "coord", out.coord);
+  put(m, "lattice", out.lattice);
+  put(m, "type_logits", out.type_logits);
+  return m;
+}
+
+CrystalOutput crystal_output(const flowkit::TensorMap& m) {
+  CrystalOutput out;
+  out.coord = get(m, "coord");
+  out.lattice = get(m, "lattice");
+  out.type_logits = get(m, "type_logits");
+  return out;
+}
+
+AtomTypeHead::~AtomTypeHead() = default;
+
+CrystalNetwork crystal_network(flowkit::Model& model, const std::string& who) {
+  CrystalNetwork net;
+  net.model = &flowkit::require_capability<flowkit::NamedOutputModel>(model, who, "a model with named crystal outputs (e.g. crysbfn.cspnet)");
+  const auto names = net.model->output_names();
+  net.type_head = std::find(names.begin(), names.end(), "type_logits") != names.end();
+  if (net.type_head) {
+    net.vocabulary = flowkit::require_capability<AtomTypeHead>(model, who, "the vocabulary of the model's type head (AtomTypeHead)")
+                         .type_vocabulary();
+    if (net.vocabulary.empty()) throw flowkit::Error(who + ": the model's type head has an empty vocabulary");
+  }
+  return net;
+}
+
+// ---- the model component -----------------------------------------------------------------------
+
+CrystalModel::CrystalModel(const CspNetOptions& o, const std::string& device) : net_(o) { net_->to(torch::Device(device)); }
+
+std::vector<std::string> CrystalModel::output_names() const {
+  if (net_->options().type_distribution) return {"coord", "lattice", "type_logits"};
+  return {"coord", "lattice"};
+}
+
+flowkit::TensorMap CrystalModel::forward_named(const flowkit::TensorMap& inputs) {
+  // TensorMap::at throws an error naming a missing field and the fields present.
+  for (const char* name : {"t", "lattice", "frac", "num_atoms"}) (void)inputs.at(name);
+  CrystalInput in = crystal_input(inputs);
+  const auto& o = net_->options();
+  const int64_t A = in.frac.size(0);
+  if (!in.batch.defined()) in.batch = atom_batch_index(in.num_atoms.to(in.frac.device()));
+  if (!in.accuracy.defined()) in.accuracy = torch::zeros({A, 3}, in.frac.options());
+  if (!o.type_distribution) {
+    (void)inputs.at("types");
+  } else if (!in.type_probs.defined()) {  // one-hot of the given types over the vocabulary
+    if (!in.types.defined()) throw flowkit::Error("crysbfn.cspnet: a model with a type head needs 'type_probs' or 'types'");
+    torch::Tensor vocab = torch::tensor(o.vocabulary, torch::kLong).to(in.frac.device());
+    in.type_probs = (in.types.unsqueeze(1) == vocab.unsqueeze(0)).to(in.frac.dtype());
+  }
+  return to_named(net_->forward(in));
+}
+
+torch::Tensor CrystalModel::forward(const torch::Tensor& x, const torch::Tensor& t, const flowkit::Conditioning& cond) {
+  flowkit::TensorMap in;
+  in.set("t", t);
+  in.set("lattice", parameters_to_lattice(x));
+  for (const char* name : {"frac", "num_atoms", "types", "accuracy", "type_probs"})
+    if (cond.has(name)) in.set(name, cond.at(name));
+  return lattice_to_parameters(forward_named(in).at("lattice"));
 }
 
 std::unique_ptr<flowkit::Component> make_cspnet(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
   CspNetOptions o;
-  o.hidden = cfg.get<int64_t>("hidden", 96, flowkit::Range::at_least(2));
-  o.layers = cfg.get<int64_t>("layers", 4, flowkit::Range::at_least(1));
-  o.num_freqs = cfg.get<int64_t>("num_freqs", 32, flowkit::Range::at_least(1));
-  o.time_dim = cfg.get<int64_t>("time_dim", 64, flowkit::Range::at_least(2));
+  o.hidden = cfg.get<int64_t>("hidden");
+  o.layers = cfg.get<int64_t>("layers");
+  o.num_freqs = cfg.get<int64_t>("num_freqs");
+  o.time_dim = cfg.get<int64_t>("time_dim");
   if (o.time_dim % 2) cfg.fail("time_dim", "must be even (sin and cos halves), found " + std::to_string(o.time_dim));
-  o.accuracy_input = cfg.get<bool>("accuracy_input", true);
-  const std::string types = cfg.get<std::string>("type_input", "atomic_number");
-  if (types != "atomic_number" && types != "distribution")
-    cfg.fail("type_input", "'" + types + "' is not one of: atomic_number, distribution");
-  o.type_distribution = types == "distribution";
+  o.accuracy_input = cfg.get<bool>("accuracy_input");
+  o.type_distribution = cfg.get<std::string>("type_input") == "distribution";
   if (o.type_distribution) {
-    auto* domain = dynamic_cast<const CrystalDomain*>(ctx.domain);
-    if (!domain) cfg.fail("type_input", "'distribution' needs the crysbfn.crystal domain (its training elements are the vocabulary)");
-    std::set<int64_t> zs;
-    for (const auto& c : domain->train_crystals())
-      for (int z : c.z) zs.insert(z);
-    o.vocabulary.assign(zs.begin(), zs.end());
+    auto* vocabulary = flowkit::capability<CrystalVocabulary>(ctx.domain);
+    if (!vocabulary)
+      cfg.fail("type_input", "'distribution' needs a crystal domain with training elements (e.g. crysbfn.crystal); they are the vocabulary");
+    o.vocabulary = vocabulary->training_elements();
   }
   return std::make_unique<CrystalModel>(o, ctx.device);
 }

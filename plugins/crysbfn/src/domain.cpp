@@ -2,8 +2,6 @@
 #include "crysbfn/domain.h"
 #include "crysbfn/methods.h"
 
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -12,6 +10,7 @@
 
 #include "flowkit/error.h"
 #include "flowkit/io.h"
+#include "flowkit/random.h"
 
 namespace crysbfn {
 
@@ -19,16 +18,6 @@ namespace fs = std::filesystem;
 using flowkit::Batch;
 
 static constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-std::string plugin_directory() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&plugin_directory), &info) == 0 || !info.dli_fname)
-    throw flowkit::Error("crysbfn: cannot locate the plugin library (dladdr failed)");
-  std::error_code ec;
-  fs::path lib = fs::weakly_canonical(fs::absolute(info.dli_fname), ec);
-  if (ec) lib = fs::absolute(info.dli_fname);
-  return lib.parent_path().string();
-}
 
 static std::vector<Crystal> load(const std::string& file, bool skip, int64_t* skipped) {
   CsvLoadResult r = load_cdvae_csv(file, skip);
@@ -59,10 +48,17 @@ CrystalDomain::CrystalDomain(std::vector<Crystal> train, std::vector<Crystal> re
   index_train_compositions();
 }
 
+CrystalVocabulary::~CrystalVocabulary() = default;
+
+std::vector<int64_t> CrystalDomain::training_elements() const {
+  std::set<int64_t> zs;
+  for (const auto& c : train_)
+    for (int z : c.z) zs.insert(z);
+  return {zs.begin(), zs.end()};
+}
+
 Batch CrystalDomain::train_batch(int64_t n, torch::Generator& gen) {
-  torch::Tensor idx = torch::randint(static_cast<int64_t>(train_.size()), {n}, gen,
-                                     torch::TensorOptions().dtype(torch::kLong).device(gen.device()))
-                          .to(torch::kCPU);
+  torch::Tensor idx = flowkit::random::randint(0, static_cast<int64_t>(train_.size()), {n}, gen);
   auto I = idx.accessor<int64_t, 1>();
   std::vector<Crystal> picked;
   picked.reserve(static_cast<size_t>(n));
@@ -79,9 +75,7 @@ flowkit::Conditioning CrystalDomain::sample_conditions(int64_t first, int64_t n,
   flowkit::Conditioning c;
   if (options_.task != "csp") {
     // Generation: atom counts drawn from the training histogram (CDVAE's num_atoms_dist).
-    torch::Tensor idx = torch::randint(static_cast<int64_t>(train_.size()), {std::max<int64_t>(n, 0)}, gen,
-                                       torch::TensorOptions().dtype(torch::kLong).device(gen.device()))
-                            .to(torch::kCPU);
+    torch::Tensor idx = flowkit::random::randint(0, static_cast<int64_t>(train_.size()), {std::max<int64_t>(n, 0)}, gen);
     torch::Tensor num = torch::empty({idx.size(0)}, torch::kLong);
     for (int64_t i = 0; i < idx.size(0); ++i) num[i] = static_cast<int64_t>(train_[idx[i].item<int64_t>()].size());
     c.set("num_atoms", num.to(device_));
@@ -250,33 +244,28 @@ std::vector<std::string> CrystalDomain::write(const Batch& samples, const std::s
 
 // ---- factory and registration -----------------------------------------------------------
 
-static double number(const flowkit::Config& cfg, const char* key, double fallback, flowkit::Range r) {
-  return cfg.get<double>(key, fallback, r);
-}
-
 std::unique_ptr<flowkit::Component> make_crystal_domain(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
   CrystalDomainOptions o;
   auto file_param = [&](const char* key, const char* default_name) {
-    if (cfg.has(key) && !cfg.json().at(key).is_null()) {
-      std::string f = cfg.get<std::string>(key);
-      if (!fs::exists(f)) cfg.fail(key, "no such file: '" + f + "'");
-      return f;
+    if (auto f = cfg.optional<std::string>(key)) {
+      if (!fs::exists(*f)) cfg.fail(key, "no such file: '" + *f + "'");
+      return *f;
     }
-    std::string f = (fs::path(plugin_directory()) / "data" / "perov_5" / default_name).string();
+    if (ctx.plugin_dir.empty()) cfg.fail(key, "no file given and no plugin folder to find the shipped perov-5 data in");
+    std::string f = (fs::path(ctx.plugin_dir) / "data" / "perov_5" / default_name).string();
     if (!fs::exists(f))
-      cfg.fail(key, "the perov-5 data is not installed beside the plugin ('" + f + "' is missing); pass a file");
+      cfg.fail(key, "the perov-5 data is not installed in the plugin folder ('" + f + "' is missing); pass a file");
     return f;
   };
   o.train_file = file_param("train_file", "val.csv.gz");
   o.reference_file = file_param("reference_file", "test.csv.gz");
-  o.skip_bad_rows = cfg.get<bool>("skip_bad_rows", false);
-  o.task = cfg.get<std::string>("task", "csp");
-  if (o.task != "csp" && o.task != "gen") cfg.fail("task", "'" + o.task + "' is not one of: csp, gen");
-  o.matcher.stol = number(cfg, "stol", 0.5, flowkit::Range::at_least(1e-12));
-  o.matcher.ltol = number(cfg, "ltol", 0.3, flowkit::Range::at_least(1e-12));
-  o.matcher.angle_tol = number(cfg, "angle_tol", 10.0, {1e-9, 90.0});
-  o.min_distance = number(cfg, "min_distance", 0.5, flowkit::Range::at_least(0));
-  o.min_volume = number(cfg, "min_volume", 0.1, flowkit::Range::at_least(0));
+  o.skip_bad_rows = cfg.get<bool>("skip_bad_rows");
+  o.task = cfg.get<std::string>("task");
+  o.matcher.stol = cfg.get<double>("stol");
+  o.matcher.ltol = cfg.get<double>("ltol");
+  o.matcher.angle_tol = cfg.get<double>("angle_tol");
+  o.min_distance = cfg.get<double>("min_distance");
+  o.min_volume = cfg.get<double>("min_volume");
   try {
     return std::make_unique<CrystalDomain>(o, ctx.device);
   } catch (const flowkit::ConfigError&) {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "flowkit/error.h"
+#include "flowkit/random.h"
 
 namespace crysbfn {
 
@@ -17,6 +18,9 @@ torch::Tensor rows_like(const torch::Tensor& v, const torch::Tensor& x) {
 }  // namespace
 
 // ---- BayesianFlow ---------------------------------------------------------------------------
+
+BayesianFlowSchedule::~BayesianFlowSchedule() = default;
+DiffusionSchedule::~DiffusionSchedule() = default;
 
 BayesianFlow::BayesianFlow(BayesianFlowOptions o) : o_(std::move(o)) {
   schedule_ = o_.schedule_file.empty() ? linear_entropy_schedule(o_.steps, o_.beta1) : load_schedule_csv(o_.schedule_file);
@@ -35,8 +39,7 @@ torch::Tensor BayesianFlow::gamma(const torch::Tensor& t) const { return 1 - tor
 
 torch::Tensor BayesianFlow::gaussian_flow(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen) const {
   torch::Tensor g = rows_like(gamma(t), x);
-  // Drawn on the generator's device (the run's), then moved: a CPU generator may feed GPU data.
-  torch::Tensor eps = torch::randn(x.sizes(), gen, x.options().device(gen.device())).to(x.device());
+  torch::Tensor eps = flowkit::random::randn(x.sizes(), gen, x.options());
   return g * x + torch::sqrt((g * (1 - g)).clamp_min(0)) * eps;
 }
 
@@ -58,7 +61,7 @@ torch::Tensor BayesianFlow::euclidean_accuracy_input(const torch::Tensor& t_atom
 torch::Tensor BayesianFlow::type_flow(const torch::Tensor& p, const torch::Tensor& t_atoms, torch::Generator& gen) const {
   const int64_t K = p.size(1);
   torch::Tensor beta = (o_.beta1_type * t_atoms * t_atoms).reshape({-1, 1}).to(p.dtype());
-  torch::Tensor y = beta * (K * p - 1) + torch::sqrt(beta * K) * torch::randn(p.sizes(), gen, p.options().device(gen.device())).to(p.device());
+  torch::Tensor y = beta * (K * p - 1) + torch::sqrt(beta * K) * flowkit::random::randn(p.sizes(), gen, p.options());
   return torch::softmax(y, 1);
 }
 
@@ -142,22 +145,20 @@ torch::Tensor WrappedDiffusion::prior(int64_t n, const std::vector<int64_t>& ite
                                       const torch::TensorOptions& options) const {
   std::vector<int64_t> shape{n};
   shape.insert(shape.end(), item_shape.begin(), item_shape.end());
-  return torch::randn(shape, gen, options);
+  return flowkit::random::randn(shape, gen, options);
 }
 
 // ---- factories -------------------------------------------------------------------------------
 
 std::unique_ptr<flowkit::Component> make_bayesian_flow(const flowkit::Config& cfg, const flowkit::BuildContext&) {
   BayesianFlowOptions o;
-  o.steps = cfg.get<int64_t>("steps", 10, flowkit::Range::at_least(1));
-  o.beta1 = cfg.get<double>("beta1", 1e3, flowkit::Range::at_least(1e-6));
-  o.sigma1 = cfg.get<double>("sigma1", 0.0316228, {1e-6, 1 - 1e-9});
-  o.lattice_std = cfg.get<double>("lattice_std", 1.9612, flowkit::Range::at_least(1e-9));
-  o.beta1_type = cfg.get<double>("beta1_type", 3.0, flowkit::Range::at_least(0));
-  const std::string coords = cfg.get<std::string>("coordinates", "periodic");
-  if (coords != "periodic" && coords != "euclidean") cfg.fail("coordinates", "'" + coords + "' is not one of: periodic, euclidean");
-  o.periodic = coords == "periodic";
-  o.schedule_file = cfg.get<std::string>("schedule_file", "");
+  o.steps = cfg.get<int64_t>("steps");
+  o.beta1 = cfg.get<double>("beta1");
+  o.sigma1 = cfg.get<double>("sigma1");
+  o.lattice_std = cfg.get<double>("lattice_std");
+  o.beta1_type = cfg.get<double>("beta1_type");
+  o.periodic = cfg.get<std::string>("coordinates") == "periodic";
+  o.schedule_file = cfg.get<std::string>("schedule_file");
   try {
     return std::make_unique<BayesianFlow>(o);
   } catch (const flowkit::Error& e) {
@@ -167,24 +168,12 @@ std::unique_ptr<flowkit::Component> make_bayesian_flow(const flowkit::Config& cf
 
 std::unique_ptr<flowkit::Component> make_diffusion(const flowkit::Config& cfg, const flowkit::BuildContext&) {
   DiffusionOptions o;
-  o.steps = cfg.get<int64_t>("steps", 1000, flowkit::Range::at_least(1));
-  o.sigma_begin = cfg.get<double>("sigma_begin", 0.005, flowkit::Range::at_least(1e-6));
-  o.sigma_end = cfg.get<double>("sigma_end", 0.5, flowkit::Range::at_least(1e-6));
-  o.cosine_s = cfg.get<double>("cosine_s", 0.008, flowkit::Range::at_least(0));
+  o.steps = cfg.get<int64_t>("steps");
+  o.sigma_begin = cfg.get<double>("sigma_begin");
+  o.sigma_end = cfg.get<double>("sigma_end");
+  o.cosine_s = cfg.get<double>("cosine_s");
   if (o.sigma_end <= o.sigma_begin) cfg.fail("sigma_end", "must be larger than sigma_begin");
   return std::make_unique<WrappedDiffusion>(o);
-}
-
-const BayesianFlow& as_bayesian_flow(const flowkit::Path* path, const std::string& who) {
-  auto* f = dynamic_cast<const BayesianFlow*>(path);
-  if (!f) throw flowkit::Error(who + " needs the Bayesian flow as the pipeline's path (path type crysbfn.bfn)");
-  return *f;
-}
-
-const WrappedDiffusion& as_diffusion(const flowkit::Path* path, const std::string& who) {
-  auto* f = dynamic_cast<const WrappedDiffusion*>(path);
-  if (!f) throw flowkit::Error(who + " needs the diffusion as the pipeline's path (path type crysbfn.diffusion)");
-  return *f;
 }
 
 }  // namespace crysbfn

@@ -5,7 +5,9 @@
 #include <cmath>
 
 #include "crysbfn/domain.h"
+#include "flowkit/capability.h"
 #include "flowkit/error.h"
+#include "flowkit/random.h"
 
 namespace crysbfn {
 
@@ -13,22 +15,30 @@ namespace {
 
 torch::Tensor wrap_angle(const torch::Tensor& a) { return torch::remainder(a + M_PI, 2 * M_PI) - M_PI; }
 
-torch::Tensor vocabulary_tensor(const CspNetOptions& o, const torch::Device& device) {
-  return torch::tensor(o.vocabulary, torch::kLong).to(device);
+torch::Tensor vocabulary_tensor(const std::vector<int64_t>& vocabulary, const torch::Device& device) {
+  return torch::tensor(vocabulary, torch::kLong).to(device);
 }
 
 // One-hot of atomic numbers over the model's vocabulary; an element outside it is an error.
-torch::Tensor one_hot_types(const torch::Tensor& types, const CspNetOptions& o, const std::string& who) {
-  torch::Tensor vocab = vocabulary_tensor(o, types.device());
+torch::Tensor one_hot_types(const torch::Tensor& types, const std::vector<int64_t>& vocabulary, const std::string& who) {
+  torch::Tensor vocab = vocabulary_tensor(vocabulary, types.device());
   torch::Tensor hit = types.unsqueeze(1) == vocab.unsqueeze(0);
   if (!hit.any(1).all().item<bool>())
-    throw flowkit::Error(who + ": an atom type outside the model's vocabulary of " + std::to_string(o.vocabulary.size()) +
+    throw flowkit::Error(who + ": an atom type outside the model's vocabulary of " + std::to_string(vocabulary.size()) +
                          " training elements");
   return hit.to(torch::kFloat);
 }
 
-torch::Tensor randint_rows(int64_t low, int64_t high, int64_t n, torch::Generator& gen, const torch::Device& device) {
-  return torch::randint(low, high, {n}, gen, torch::TensorOptions().dtype(torch::kLong).device(gen.device())).to(device);
+torch::Tensor step_indices(int64_t low, int64_t high, int64_t n, torch::Generator& gen, const torch::Device& device) {
+  return flowkit::random::randint(low, high, {n}, gen, torch::TensorOptions().dtype(torch::kLong).device(device));
+}
+
+const BayesianFlowSchedule& bayesian_flow(const flowkit::Path* path, const std::string& who) {
+  return flowkit::require_capability<BayesianFlowSchedule>(path, who, "the Bayesian flow as the pipeline's path (path type crysbfn.bfn)");
+}
+
+const DiffusionSchedule& diffusion(const flowkit::Path* path, const std::string& who) {
+  return flowkit::require_capability<DiffusionSchedule>(path, who, "the diffusion as the pipeline's path (path type crysbfn.diffusion)");
 }
 
 }  // namespace
@@ -38,8 +48,8 @@ torch::Tensor randint_rows(int64_t low, int64_t high, int64_t n, torch::Generato
 flowkit::LossOutput BfnLoss::compute(flowkit::Model& model, const flowkit::Path* path, const flowkit::Batch& batch,
                                      torch::Generator& gen) {
   const std::string who = "crysbfn.bfn_loss";
-  CrystalModel& net = as_crystal_model(model, who);
-  const BayesianFlow& flow = as_bayesian_flow(path, who);
+  CrystalNetwork net = crystal_network(model, who);
+  const BayesianFlowSchedule& flow = bayesian_flow(path, who);
   const auto& fo = flow.options();
   const int64_t N = fo.steps;
   torch::Tensor frac = batch.at("frac"), lattice = batch.at("lattice"), types = batch.at("types");
@@ -48,12 +58,12 @@ flowkit::LossOutput BfnLoss::compute(flowkit::Model& model, const flowkit::Path*
   const int64_t B = num.size(0), A = frac.size(0);
   torch::Tensor bidx = atom_batch_index(num).to(device);
 
-  torch::Tensor i = randint_rows(1, N + 1, B, gen, device);  // step index, network sees belief i-1
+  torch::Tensor i = step_indices(1, N + 1, B, gen, device);  // step index, network sees belief i-1
   torch::Tensor t = (i - 1).to(torch::kFloat) / static_cast<double>(N);
   torch::Tensor i_atoms = i.index_select(0, bidx), t_atoms = t.index_select(0, bidx);
 
   CrystalInput in;
-  in.num_crystals = B;
+  in.num_atoms = num;
   in.batch = bidx;
   in.t = t;
   torch::Tensor x_angle, m;
@@ -71,9 +81,8 @@ flowkit::LossOutput BfnLoss::compute(flowkit::Model& model, const flowkit::Path*
   torch::Tensor lat_norm = lattice.reshape({B, 9}) / fo.lattice_std;
   in.lattice = flow.gaussian_flow(lat_norm, t, gen).reshape({B, 3, 3});
   torch::Tensor e_x;
-  const auto& no = net.options();
-  if (no.type_distribution) {
-    e_x = one_hot_types(types, no, who);
+  if (net.type_head) {
+    e_x = one_hot_types(types, net.vocabulary, who);
     in.type_probs = flow.type_flow(e_x, t_atoms, gen);
   } else {
     in.types = types;
@@ -96,10 +105,10 @@ flowkit::LossOutput BfnLoss::compute(flowkit::Model& model, const flowkit::Path*
   flowkit::LossOutput result;
   result.logs["loss_coord"] = coord_loss.item<double>();
   result.logs["loss_lattice"] = lattice_loss.item<double>();
-  if (no.type_distribution) {
+  if (net.type_head) {
     // Continuous-time discrete-BFN loss K beta1 t |e_x - p|^2 at t = (i-1)/N (the code's
     // default is the 200-sample Monte Carlo discrete-time KL; see docs/methods/crysbfn.md).
-    const double K = static_cast<double>(no.vocabulary.size());
+    const double K = static_cast<double>(net.vocabulary.size());
     torch::Tensor p = torch::softmax(out.type_logits, 1);
     torch::Tensor type_loss = (K * fo.beta1_type * t_atoms * (e_x - p).pow(2).sum(1)).mean();
     loss = loss + o_.cost_type * type_loss;
@@ -112,8 +121,6 @@ flowkit::LossOutput BfnLoss::compute(flowkit::Model& model, const flowkit::Path*
 // ---- CrysBFN sampler -------------------------------------------------------------------------
 
 namespace {
-torch::Tensor euler_grid(int64_t steps) { return torch::linspace(0, 1, std::max<int64_t>(steps, 1) + 1, torch::kDouble); }
-
 // The composition to sample for: CSP gives types, generation only the atom counts.
 struct Composition {
   torch::Tensor types, num_atoms, batch;
@@ -145,34 +152,26 @@ flowkit::SolveResult crystal_result(const torch::Tensor& lattice, const torch::T
 }
 }  // namespace
 
-flowkit::SolveResult BfnSampler::integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
-                                           torch::Generator&, bool keep) const {
-  return flowkit::euler_integrate(f, x0, grid, keep);  // generic ODE use only; crystals go through sample()
-}
-
-torch::Tensor BfnSampler::grid(int64_t steps) const { return euler_grid(steps > 0 ? steps : (steps_ > 0 ? steps_ : 10)); }
-
 flowkit::SolveResult BfnSampler::sample(flowkit::Model& model, const flowkit::Path* path, const flowkit::SampleRequest& req,
                                         torch::Generator& gen) const {
   const std::string who = "crysbfn.bfn_sampler";
   torch::NoGradGuard no_grad;
-  CrystalModel& net = as_crystal_model(model, who);
-  const BayesianFlow& flow = as_bayesian_flow(path, who);
+  CrystalNetwork net = crystal_network(model, who);
+  const BayesianFlowSchedule& flow = bayesian_flow(path, who);
   const auto& fo = flow.options();
-  const auto& no = net.options();
   const int64_t N = fo.steps;
   const int64_t n = req.steps > 0 ? req.steps : (steps_ > 0 ? steps_ : N);
   if (n > N)
     throw flowkit::Error(who + ": " + std::to_string(n) + " steps asked of a flow trained with N = " + std::to_string(N) +
                          " (at most N; fewer stride over the indices)");
   Composition comp = composition(req, who);
-  if (!comp.given_types && !no.type_distribution)
+  if (!comp.given_types && !net.type_head)
     throw flowkit::Error(who + ": generation (no 'types' given) needs a model with type_input 'distribution'");
-  if (comp.given_types && no.type_distribution)
+  if (comp.given_types && net.type_head)
     throw flowkit::Error(who + ": a model with type_input 'distribution' generates the types; for CSP (types given) use "
                                "type_input 'atomic_number'");
   const auto device = req.options.device();
-  const int64_t B = req.n, A = comp.batch.size(0), K = static_cast<int64_t>(no.vocabulary.size());
+  const int64_t B = req.n, A = comp.batch.size(0), K = static_cast<int64_t>(net.vocabulary.size());
   auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
   // Belief indices b_0 = 0 < b_1 < ... < b_{n-1} < N visited by the n network calls.
   std::vector<int64_t> b(static_cast<size_t>(n));
@@ -180,7 +179,7 @@ flowkit::SolveResult BfnSampler::sample(flowkit::Model& model, const flowkit::Pa
 
   torch::Tensor m, conc, mu_f, probs;
   if (fo.periodic) {
-    m = (torch::rand({A, 3}, gen, torch::TensorOptions().dtype(torch::kDouble).device(gen.device())) * (2 * M_PI) - M_PI).to(device);
+    m = flowkit::random::rand({A, 3}, gen, torch::TensorOptions().dtype(torch::kDouble).device(device)) * (2 * M_PI) - M_PI;
     conc = torch::zeros({A, 3}, m.options());
   } else {
     mu_f = torch::zeros({A, 3}, f32);
@@ -189,7 +188,7 @@ flowkit::SolveResult BfnSampler::sample(flowkit::Model& model, const flowkit::Pa
   if (!comp.given_types) probs = torch::full({A, K}, 1.0 / double(K), f32);
 
   CrystalInput in;
-  in.num_crystals = B;
+  in.num_atoms = comp.num_atoms;
   in.batch = comp.batch;
   in.types = comp.types;
   torch::Tensor xhat, lhat, p_out;
@@ -226,7 +225,7 @@ flowkit::SolveResult BfnSampler::sample(flowkit::Model& model, const flowkit::Pa
   torch::Tensor types = comp.types;
   if (!comp.given_types) {
     torch::Tensor idx = torch::multinomial(p_out.to(gen.device()), 1, true, gen).reshape({-1}).to(device);
-    types = vocabulary_tensor(no, device).index_select(0, idx);
+    types = vocabulary_tensor(net.vocabulary, device).index_select(0, idx);
   }
   return crystal_result(lhat * fo.lattice_std, frac, types, n);
 }
@@ -236,24 +235,24 @@ flowkit::SolveResult BfnSampler::sample(flowkit::Model& model, const flowkit::Pa
 flowkit::LossOutput DiffusionLoss::compute(flowkit::Model& model, const flowkit::Path* path, const flowkit::Batch& batch,
                                            torch::Generator& gen) {
   const std::string who = "crysbfn.diffusion_loss";
-  CrystalModel& net = as_crystal_model(model, who);
-  const WrappedDiffusion& flow = as_diffusion(path, who);
-  if (net.options().type_distribution) throw flowkit::Error(who + ": the diffusion baseline is for CSP (type_input 'atomic_number')");
+  CrystalNetwork net = crystal_network(model, who);
+  const DiffusionSchedule& flow = diffusion(path, who);
+  if (net.type_head) throw flowkit::Error(who + ": the diffusion baseline is for CSP (type_input 'atomic_number')");
   const int64_t T = flow.options().steps;
   torch::Tensor frac = batch.at("frac"), lattice = batch.at("lattice"), num = batch.at("num_atoms");
   const auto device = frac.device();
   const int64_t B = num.size(0), A = frac.size(0);
   torch::Tensor bidx = atom_batch_index(num).to(device);
-  torch::Tensor s = randint_rows(1, T + 1, B, gen, device);
+  torch::Tensor s = step_indices(1, T + 1, B, gen, device);
   torch::Tensor abar = flow.alpha_bar().to(device).index_select(0, s).to(torch::kFloat).reshape({B, 1, 1});
   torch::Tensor s_atoms = s.index_select(0, bidx);
   torch::Tensor sigma = flow.sigma().to(device).index_select(0, s_atoms).to(torch::kFloat).unsqueeze(1);
   torch::Tensor norm = flow.sigma_norm().to(device).index_select(0, s_atoms).to(torch::kFloat).unsqueeze(1);
 
-  torch::Tensor eps_l = torch::randn({B, 3, 3}, gen, lattice.options().device(gen.device())).to(device);
-  torch::Tensor eps_f = torch::randn({A, 3}, gen, frac.options().device(gen.device())).to(device);
+  torch::Tensor eps_l = flowkit::random::randn({B, 3, 3}, gen, lattice.options().device(device));
+  torch::Tensor eps_f = flowkit::random::randn({A, 3}, gen, frac.options().device(device));
   CrystalInput in;
-  in.num_crystals = B;
+  in.num_atoms = num;
   in.batch = bidx;
   in.types = batch.at("types");
   in.t = s.to(torch::kFloat) / static_cast<double>(T);
@@ -271,19 +270,12 @@ flowkit::LossOutput DiffusionLoss::compute(flowkit::Model& model, const flowkit:
   return r;
 }
 
-flowkit::SolveResult DiffusionSampler::integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
-                                                 torch::Generator&, bool keep) const {
-  return flowkit::euler_integrate(f, x0, grid, keep);  // generic ODE use only; crystals go through sample()
-}
-
-torch::Tensor DiffusionSampler::grid(int64_t steps) const { return euler_grid(steps > 0 ? steps : steps_); }
-
 flowkit::SolveResult DiffusionSampler::sample(flowkit::Model& model, const flowkit::Path* path, const flowkit::SampleRequest& req,
                                               torch::Generator& gen) const {
   const std::string who = "crysbfn.diffusion_sampler";
   torch::NoGradGuard no_grad;
-  CrystalModel& net = as_crystal_model(model, who);
-  const WrappedDiffusion& flow = as_diffusion(path, who);
+  CrystalNetwork net = crystal_network(model, who);
+  const DiffusionSchedule& flow = diffusion(path, who);
   const int64_t T = flow.options().steps;
   const int64_t n = std::min(req.steps > 0 ? req.steps : steps_, T);
   Composition comp = composition(req, who);
@@ -291,7 +283,7 @@ flowkit::SolveResult DiffusionSampler::sample(flowkit::Model& model, const flowk
   const auto device = req.options.device();
   const int64_t B = req.n, A = comp.batch.size(0);
   auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
-  auto draw = [&](std::vector<int64_t> shape) { return torch::randn(shape, gen, f32.device(gen.device())).to(device); };
+  auto draw = [&](std::vector<int64_t> shape) { return flowkit::random::randn(shape, gen, f32); };
   // Indices T = s_1 > ... > s_n >= 1, then 0.
   std::vector<int64_t> s(static_cast<size_t>(n) + 1, 0);
   for (int64_t k = 0; k < n; ++k)
@@ -304,9 +296,9 @@ flowkit::SolveResult DiffusionSampler::sample(flowkit::Model& model, const flowk
   const double* NR = nrm.data_ptr<double>();
 
   torch::Tensor L = draw({B, 3, 3});
-  torch::Tensor F = torch::rand({A, 3}, gen, f32.device(gen.device())).to(device);
+  torch::Tensor F = flowkit::random::rand({A, 3}, gen, f32);
   CrystalInput in;
-  in.num_crystals = B;
+  in.num_atoms = comp.num_atoms;
   in.batch = comp.batch;
   in.types = comp.types;
   in.accuracy = torch::zeros({A, 3}, f32);
@@ -358,26 +350,24 @@ void register_methods(flowkit::Registry& r) {
   r.add(Kind::model, "cspnet", &make_cspnet);
   r.add(Kind::loss, "bfn_loss", [](const flowkit::Config& cfg, const flowkit::BuildContext&) -> std::unique_ptr<flowkit::Component> {
     BfnLossOptions o;
-    o.cost_coord = cfg.get<double>("cost_coord", 1.0, flowkit::Range::at_least(0));
-    o.cost_lattice = cfg.get<double>("cost_lattice", 1.0, flowkit::Range::at_least(0));
-    o.cost_type = cfg.get<double>("cost_type", 1.0, flowkit::Range::at_least(0));
-    const std::string d = cfg.get<std::string>("coord_distance", "squared");
-    if (d != "squared" && d != "cosine") cfg.fail("coord_distance", "'" + d + "' is not one of: squared, cosine");
-    o.cosine = d == "cosine";
+    o.cost_coord = cfg.get<double>("cost_coord");
+    o.cost_lattice = cfg.get<double>("cost_lattice");
+    o.cost_type = cfg.get<double>("cost_type");
+    o.cosine = cfg.get<std::string>("coord_distance") == "cosine";
     return std::make_unique<BfnLoss>(o);
   });
   r.add(Kind::loss, "diffusion_loss", [](const flowkit::Config& cfg, const flowkit::BuildContext&) -> std::unique_ptr<flowkit::Component> {
-    return std::make_unique<DiffusionLoss>(cfg.get<double>("cost_coord", 1.0, flowkit::Range::at_least(0)),
-                                           cfg.get<double>("cost_lattice", 1.0, flowkit::Range::at_least(0)));
+    const double cost_coord = cfg.get<double>("cost_coord");
+    return std::make_unique<DiffusionLoss>(cost_coord, cfg.get<double>("cost_lattice"));
   });
   r.add(Kind::solver, "bfn_sampler", [](const flowkit::Config& cfg, const flowkit::BuildContext&) -> std::unique_ptr<flowkit::Component> {
-    return std::make_unique<BfnSampler>(cfg.get<int64_t>("steps", 0, flowkit::Range::at_least(0)));
+    return std::make_unique<BfnSampler>(cfg.get<int64_t>("steps"));
   });
   r.add(Kind::solver, "diffusion_sampler", [](const flowkit::Config& cfg, const flowkit::BuildContext&) -> std::unique_ptr<flowkit::Component> {
-    return std::make_unique<DiffusionSampler>(cfg.get<int64_t>("steps", 1000, flowkit::Range::at_least(1)),
-                                              cfg.get<bool>("corrector", false),
-                                              cfg.get<double>("step_lr", 5e-7, flowkit::Range::at_least(0)),
-                                              cfg.get<bool>("deterministic", false));
+    const int64_t steps = cfg.get<int64_t>("steps");
+    const bool corrector = cfg.get<bool>("corrector");
+    const double step_lr = cfg.get<double>("step_lr");
+    return std::make_unique<DiffusionSampler>(steps, corrector, step_lr, cfg.get<bool>("deterministic"));
   });
 }
 

@@ -14,9 +14,13 @@
 #include <set>
 
 #include "crysbfn/crystal.h"
+#include "crysbfn/cspnet.h"
 #include "crysbfn/domain.h"
+#include "crysbfn/flows.h"
+#include "crysbfn/methods.h"
 #include "crysbfn/metrics.h"
 #include "flowkit/error.h"
+#include "flowkit/registry.h"
 #include "test_util.h"
 
 using namespace crysbfn;
@@ -602,12 +606,36 @@ TEST(CrysValidity, Wasserstein1) {
 
 // ---- manifest and factory -----------------------------------------------------------------------
 
+namespace {
+
+const nlohmann::json& manifest() {
+  static const nlohmann::json m = [] {
+    std::ifstream in(std::string(PLUGIN_SOURCE_DIR) + "/plugin.json");
+    return nlohmann::json::parse(in);
+  }();
+  return m;
+}
+
+const nlohmann::json& declared_params(const std::string& component) {
+  for (const auto& c : manifest().at("components"))
+    if (c.at("name") == component) return c.at("params");
+  throw std::runtime_error("no component '" + component + "' in plugin.json");
+}
+
+// A component's config as the host resolves it: `overrides` over every default declared in
+// plugin.json (the only place the defaults live).
+flowkit::Config complete_config(const std::string& component, const nlohmann::json& overrides, const std::string& pointer) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [k, v] : declared_params(component).items())
+    if (v.contains("default")) j[k] = v.at("default");
+  for (const auto& [k, v] : overrides.items()) j[k] = v;
+  return flowkit::Config(j, "c.json", pointer);
+}
+
+}  // namespace
+
 TEST(CrysManifest, DeclaresEveryParameterWithTheCodesDefaults) {
-  std::ifstream in(std::string(PLUGIN_SOURCE_DIR) + "/plugin.json");
-  auto m = nlohmann::json::parse(in);
-  nlohmann::json params;
-  for (const auto& c : m.at("components"))
-    if (c.at("name") == "crystal") params = c.at("params");
+  const nlohmann::json& params = declared_params("crystal");
   ASSERT_TRUE(params.is_object());
   std::set<std::string> declared;
   for (const auto& [k, v] : params.items()) {
@@ -625,24 +653,26 @@ TEST(CrysManifest, DeclaresEveryParameterWithTheCodesDefaults) {
   EXPECT_DOUBLE_EQ(params.at("min_distance").at("default").get<double>(), o.min_distance);
   EXPECT_DOUBLE_EQ(params.at("min_volume").at("default").get<double>(), o.min_volume);
 
-  // The factory reads them (a wrong value names its key) and finds explicit files.
-  flowkit::BuildContext ctx;
-  auto cfg = [](nlohmann::json j) { return flowkit::Config(std::move(j), "c.json", "/domain"); };
+  // A wrong value names its key: the host's validation against the manifest (ranges and
+  // choices live only there) ...
   nlohmann::json files = {{"train_file", kPerovDir + "val.csv.gz"}, {"reference_file", kPerovDir + "test.csv.gz"}};
   auto with = [&](nlohmann::json extra) {
     nlohmann::json j = files;
     for (auto& [k, v] : extra.items()) j[k] = v;
-    return cfg(j);
+    return j;
   };
   try {
-    make_crystal_domain(with({{"task", "predict"}}), ctx);
-    FAIL() << "expected a ConfigError";
-  } catch (const flowkit::ConfigError& e) {
-    EXPECT_EQ(e.pointer(), "/domain/task");
+    resolved_config("crysbfn.crystal", with({{"task", "predict"}}), "/domain");
+    FAIL() << "expected a validation error";
+  } catch (const flowkit::Error& e) {
+    EXPECT_THAT_MSG(e.what(), "/domain/task");
   }
-  EXPECT_THROW(make_crystal_domain(with({{"stol", -1.0}}), ctx), flowkit::ConfigError);
-  EXPECT_THROW(make_crystal_domain(with({{"train_file", "/nonexistent.csv"}}), ctx), flowkit::ConfigError);
-  auto d = make_crystal_domain(with({{"task", "gen"}}), ctx);
+  EXPECT_THROW(resolved_config("crysbfn.crystal", with({{"stol", -1.0}}), "/domain"), flowkit::Error);
+  // ... and the factory for what only it can check; it finds explicit files.
+  flowkit::BuildContext ctx;
+  auto cfg = [](nlohmann::json j) { return complete_config("crystal", j, "/domain"); };
+  EXPECT_THROW(make_crystal_domain(cfg(with({{"train_file", "/nonexistent.csv"}})), ctx), flowkit::ConfigError);
+  auto d = make_crystal_domain(cfg(with({{"task", "gen"}})), ctx);
   auto* domain = dynamic_cast<CrystalDomain*>(d.get());
   ASSERT_NE(domain, nullptr);
   EXPECT_EQ(domain->metric_names().front(), "struct_validity");
@@ -651,4 +681,82 @@ TEST(CrysManifest, DeclaresEveryParameterWithTheCodesDefaults) {
   auto cond = domain->sample_conditions(0, 4, g);
   EXPECT_EQ(cond.names(), std::vector<std::string>{"num_atoms"});
   EXPECT_TRUE(torch::equal(cond.at("num_atoms"), torch::full({4}, 5, torch::kLong)));
+}
+
+TEST(CrysManifest, OptionStructsDefaultToTheManifest) {
+  // The option structs the tests build directly start from plugin.json's defaults.
+  auto def = [](const char* component, const char* key) { return declared_params(component).at(key).at("default"); };
+  const BayesianFlowOptions f;
+  EXPECT_EQ(def("bfn", "steps").get<int64_t>(), f.steps);
+  EXPECT_DOUBLE_EQ(def("bfn", "beta1").get<double>(), f.beta1);
+  EXPECT_DOUBLE_EQ(def("bfn", "sigma1").get<double>(), f.sigma1);
+  EXPECT_DOUBLE_EQ(def("bfn", "lattice_std").get<double>(), f.lattice_std);
+  EXPECT_DOUBLE_EQ(def("bfn", "beta1_type").get<double>(), f.beta1_type);
+  EXPECT_EQ(def("bfn", "coordinates").get<std::string>() == "periodic", f.periodic);
+  EXPECT_EQ(def("bfn", "schedule_file").get<std::string>(), f.schedule_file);
+  const DiffusionOptions d;
+  EXPECT_EQ(def("diffusion", "steps").get<int64_t>(), d.steps);
+  EXPECT_DOUBLE_EQ(def("diffusion", "sigma_begin").get<double>(), d.sigma_begin);
+  EXPECT_DOUBLE_EQ(def("diffusion", "sigma_end").get<double>(), d.sigma_end);
+  EXPECT_DOUBLE_EQ(def("diffusion", "cosine_s").get<double>(), d.cosine_s);
+  const CspNetOptions n;
+  EXPECT_EQ(def("cspnet", "hidden").get<int64_t>(), n.hidden);
+  EXPECT_EQ(def("cspnet", "layers").get<int64_t>(), n.layers);
+  EXPECT_EQ(def("cspnet", "num_freqs").get<int64_t>(), n.num_freqs);
+  EXPECT_EQ(def("cspnet", "time_dim").get<int64_t>(), n.time_dim);
+  EXPECT_EQ(def("cspnet", "accuracy_input").get<bool>(), n.accuracy_input);
+  EXPECT_EQ(def("cspnet", "type_input").get<std::string>() == "distribution", n.type_distribution);
+  const BfnLossOptions l;
+  EXPECT_DOUBLE_EQ(def("bfn_loss", "cost_coord").get<double>(), l.cost_coord);
+  EXPECT_DOUBLE_EQ(def("bfn_loss", "cost_lattice").get<double>(), l.cost_lattice);
+  EXPECT_DOUBLE_EQ(def("bfn_loss", "cost_type").get<double>(), l.cost_type);
+  EXPECT_EQ(def("bfn_loss", "coord_distance").get<std::string>() == "cosine", l.cosine);
+}
+
+TEST(CrysManifest, ShippedDataIsFoundThroughThePluginFolder) {
+  // Without files the domain reads data/perov_5 of ctx.plugin_dir (the build tree's copy).
+  flowkit::BuildContext ctx;
+  ctx.plugin_dir = PLUGIN_BUILD_DIR;
+  auto d = make_crystal_domain(complete_config("crystal", nlohmann::json::object(), "/domain"), ctx);
+  auto* domain = dynamic_cast<CrystalDomain*>(d.get());
+  ASSERT_NE(domain, nullptr);
+  EXPECT_EQ(domain->reference_crystals().size(), load_cdvae_csv(kPerovDir + "test.csv.gz", false).crystals.size());
+  // No plugin folder and no file: an error naming the key.
+  try {
+    make_crystal_domain(complete_config("crystal", nlohmann::json::object(), "/domain"), flowkit::BuildContext{});
+    FAIL() << "expected a ConfigError";
+  } catch (const flowkit::ConfigError& e) {
+    EXPECT_EQ(e.pointer(), "/domain/train_file");
+  }
+}
+
+TEST(CrysManifest, FactoriesReadEveryDeclaredKeyAndNoOther) {
+  auto domain = make_crystal_domain(
+      complete_config("crystal", {{"train_file", kPerovDir + "val.csv.gz"}, {"reference_file", kPerovDir + "test.csv.gz"}}, "/domain"),
+      flowkit::BuildContext{});
+  flowkit::BuildContext ctx;
+  ctx.domain = dynamic_cast<flowkit::Domain*>(domain.get());
+  std::map<std::string, flowkit::Factory> factories;
+  struct Collect : flowkit::Registry {
+    std::map<std::string, flowkit::Factory>* out;
+    void add(flowkit::Kind, const std::string& name, flowkit::Factory f) override { (*out)[name] = std::move(f); }
+  } registry;
+  registry.out = &factories;
+  register_components(registry);
+  std::set<std::string> components;
+  for (const auto& c : manifest().at("components")) components.insert(c.at("name").get<std::string>());
+  std::set<std::string> registered;
+  for (const auto& [name, f] : factories) registered.insert(name);
+  EXPECT_EQ(registered, components);
+  for (const auto& name : components) {
+    nlohmann::json overrides = nlohmann::json::object();
+    if (name == "crystal") overrides = {{"train_file", kPerovDir + "val.csv.gz"}, {"reference_file", kPerovDir + "test.csv.gz"}};
+    if (name == "cspnet") overrides = {{"hidden", 4}, {"layers", 1}, {"type_input", "distribution"}};
+    if (name == "diffusion") overrides = {{"steps", 10}};
+    flowkit::Config cfg = complete_config(name, overrides, "/" + name);
+    ASSERT_NE(factories.at(name)(cfg, ctx), nullptr) << name;
+    std::set<std::string> declared;
+    for (const auto& [k, v] : declared_params(name).items()) declared.insert(k);
+    EXPECT_EQ(cfg.keys_read(), declared) << name;
+  }
 }

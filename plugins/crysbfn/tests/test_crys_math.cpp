@@ -1,6 +1,6 @@
 // crysbfn, math side: von Mises sampler statistics, the circular Bayesian update, the
 // Bayesian-flow simulation and the linear-entropy accuracy schedule against the reference
-// tables decoded from the official code (data/crysbfn_schedules/).
+// tables decoded from the official code (tests/data/crysbfn_schedules/).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 

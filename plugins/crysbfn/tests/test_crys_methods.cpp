@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -10,6 +11,7 @@
 #include "crysbfn/domain.h"
 #include "crysbfn/flows.h"
 #include "crysbfn/methods.h"
+#include "flowkit/capability.h"
 #include "flowkit/error.h"
 
 using namespace crysbfn;
@@ -30,21 +32,26 @@ CrystalDomain& perov() {
 
 torch::Tensor wrap_frac(const torch::Tensor& d) { return torch::remainder(d + 0.5, 1.0) - 0.5; }
 
-// A network that knows the answer: it returns what makes each sampler land on `truth`.
-class Oracle : public CrystalModel {
+// A network that knows the answer: it returns what makes each sampler land on `truth`. Like
+// any crystal network it offers named outputs (and, for generation, a type head).
+class Oracle : public flowkit::Model, public flowkit::NamedOutputModel, public AtomTypeHead {
  public:
   Oracle(const flowkit::Batch& truth, const flowkit::Path* path, bool type_distribution = false)
-      : CrystalModel(make_options(type_distribution), "cpu"), truth_(truth), path_(path) {}
-  CrystalOutput predict(const CrystalInput& in) override {
+      : truth_(truth), path_(path) {
+    if (type_distribution)
+      for (int64_t z = 1; z <= 100; ++z) vocabulary_.push_back(z);
+  }
+  flowkit::TensorMap forward_named(const flowkit::TensorMap& inputs) override {
     ++calls;
+    CrystalInput in = crystal_input(inputs);
     CrystalOutput out;
     torch::Tensor x = truth_.at("frac"), L = truth_.at("lattice");
-    if (auto* bfn = dynamic_cast<const BayesianFlow*>(path_)) {
+    if (auto* bfn = flowkit::capability<BayesianFlowSchedule>(path_)) {
       // BFN: x_hat = m + coord must be the truth; the lattice head gives the normalised lattice.
       out.coord = bfn->options().periodic ? wrap_frac(x - in.frac) * (2 * M_PI) : x - in.frac;
       out.lattice = L / bfn->options().lattice_std;
     } else {
-      auto& diff = dynamic_cast<const WrappedDiffusion&>(*path_);
+      auto& diff = *flowkit::capability<DiffusionSchedule>(path_);
       const int64_t T = diff.options().steps;
       const int64_t s = std::llround(in.t[0].item<double>() * T);
       const double sigma = diff.sigma()[s].item<double>(), abar = diff.alpha_bar()[s].item<double>();
@@ -55,25 +62,43 @@ class Oracle : public CrystalModel {
                   std::sqrt(diff.sigma_norm()[s].item<double>());
       out.lattice = (in.lattice - std::sqrt(abar) * L) / std::sqrt(1 - abar);
     }
-    if (!options().vocabulary.empty()) {  // a confident type head on the true types
-      torch::Tensor vocab = torch::tensor(options().vocabulary, torch::kLong);
+    if (!vocabulary_.empty()) {  // a confident type head on the true types
+      torch::Tensor vocab = torch::tensor(vocabulary_, torch::kLong);
       out.type_logits = 30 * (truth_.at("types").unsqueeze(1) == vocab.unsqueeze(0)).to(torch::kFloat);
     }
-    return out;
+    return to_named(out);
   }
+  std::vector<std::string> output_names() const override {
+    if (vocabulary_.empty()) return {"coord", "lattice"};
+    return {"coord", "lattice", "type_logits"};
+  }
+  const std::vector<int64_t>& type_vocabulary() const override { return vocabulary_; }
+  torch::Tensor forward(const torch::Tensor&, const torch::Tensor&, const flowkit::Conditioning&) override {
+    throw flowkit::Error("the oracle answers only through its named outputs");
+  }
+  torch::nn::Module& module() override { return module_; }
   int calls = 0;
 
  private:
-  static CspNetOptions make_options(bool type_distribution) {
-    CspNetOptions o;
-    o.hidden = 4, o.layers = 1, o.num_freqs = 1, o.time_dim = 2;
-    o.type_distribution = type_distribution;
-    if (type_distribution)
-      for (int64_t z = 1; z <= 100; ++z) o.vocabulary.push_back(z);
-    return o;
-  }
   flowkit::Batch truth_;
   const flowkit::Path* path_;
+  std::vector<int64_t> vocabulary_;
+  torch::nn::Module module_;
+};
+
+// A wrapper that adds nothing (as a steering or logging wrapper from another plugin would):
+// the samplers and losses must find the crystal network's capabilities through it.
+class PassThrough : public flowkit::Model {
+ public:
+  explicit PassThrough(flowkit::Model& inner) : inner_(inner) {}
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const flowkit::Conditioning& c) override {
+    return inner_.forward(x, t, c);
+  }
+  torch::nn::Module& module() override { return inner_.module(); }
+  flowkit::Component* capability_delegate() override { return &inner_; }
+
+ private:
+  flowkit::Model& inner_;
 };
 
 struct SampleRun {
@@ -169,7 +194,7 @@ TEST(CrysNet, PeriodicE3InvarianceAndEquivariance) {
   in.types = b.at("types");
   in.lattice = b.at("lattice");
   in.batch = atom_batch_index(b.at("num_atoms"));
-  in.num_crystals = 6;
+  in.num_atoms = b.at("num_atoms");
   in.t = torch::rand({6});
   in.accuracy = torch::rand({30, 3});
   CrystalOutput ref = net->forward(in);
@@ -195,6 +220,41 @@ TEST(CrysNet, PeriodicE3InvarianceAndEquivariance) {
   CrystalInput stretched = in;
   stretched.lattice = in.lattice * 1.3;
   EXPECT_GT((net->forward(stretched).coord - ref.coord).abs().max().item<double>(), 1e-4);
+}
+
+TEST(CrysNet, NamedOutputsAndTheGenericForwardAgree) {
+  torch::manual_seed(0);
+  CspNetOptions o;
+  o.hidden = 16, o.layers = 1, o.num_freqs = 4, o.time_dim = 8;
+  CrystalModel model(o, "cpu");
+  auto g = at::detail::createCPUGenerator(5);
+  flowkit::Batch b = perov().reference(4, g);
+  flowkit::TensorMap in;
+  in.set("t", torch::rand({4}, g));
+  in.set("lattice", b.at("lattice"));
+  in.set("frac", b.at("frac"));
+  in.set("types", b.at("types"));
+  in.set("num_atoms", b.at("num_atoms"));
+  flowkit::TensorMap out = model.forward_named(in);
+  EXPECT_EQ(out.names(), (std::vector<std::string>{"coord", "lattice"}));
+  std::vector<std::string> names = model.output_names();
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(out.names(), names);
+  EXPECT_EQ(out.at("coord").sizes(), b.at("frac").sizes());
+  // Generic contract: x = lattice parameters, the rest in cond; returns the lattice head's parameters.
+  flowkit::Conditioning cond;
+  for (const char* name : {"frac", "types", "num_atoms"}) cond.set(name, b.at(name));
+  torch::Tensor x = lattice_to_parameters(b.at("lattice"));
+  torch::Tensor y = model.forward(x, in.at("t"), cond);
+  EXPECT_LT((y - lattice_to_parameters(out.at("lattice"))).abs().max().item<double>(), 1e-3);
+  // A missing field is named.
+  in.erase("num_atoms");
+  try {
+    model.forward_named(in);
+    ADD_FAILURE() << "expected an error";
+  } catch (const flowkit::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("num_atoms"), std::string::npos) << e.what();
+  }
 }
 
 TEST(CrysSampler, BayesianFlowWithAnOracleReproducesTheCrystals) {
@@ -248,6 +308,9 @@ TEST(CrysSampler, GenerationDrawsTypesAndCountsAndWrongPairingsAreClearErrors) {
   flowkit::SolveResult r = sampler.sample(oracle, &flow, req, g);
   EXPECT_TRUE(torch::equal(r.fields.at("types"), truth.at("types")));  // the confident type head wins
   EXPECT_EQ(r.fields.at("frac").size(0), truth.at("frac").size(0));
+  // The same through a wrapper that delegates capabilities.
+  PassThrough wrapped(oracle);
+  EXPECT_TRUE(torch::equal(sampler.sample(wrapped, &flow, req, g).fields.at("types"), truth.at("types")));
 
   // Wrong pairings name what is needed.
   WrappedDiffusion diff{DiffusionOptions{}};
@@ -267,6 +330,12 @@ TEST(CrysSampler, GenerationDrawsTypesAndCountsAndWrongPairingsAreClearErrors) {
   BfnLoss loss{BfnLossOptions{}};
   auto batch = perov().train_batch(4, g);
   expect_error([&] { loss.compute(oracle, nullptr, batch, g); }, "path type crysbfn.bfn");
+  // A model without named crystal outputs (here: a wrapper that does not delegate).
+  struct Opaque : PassThrough {
+    using PassThrough::PassThrough;
+    flowkit::Component* capability_delegate() override { return nullptr; }
+  } opaque(oracle);
+  expect_error([&] { loss.compute(opaque, &flow, batch, g); }, "a model with named crystal outputs");
 }
 
 TEST(CrysTraining, ShortCspRunBeatsTheUntrainedModel) {

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side policy latency on an otherwise idle machine: for each "RUN_DIR:STEPS" argument,
-# dm1-controller makes CALLS batch-1 policy calls on 1 thread (p50/p99 per call = per action
-# chunk) and times a batch-200 call. Runs the list REPEATS times, interleaved, and prints the
-# median of each figure over the repeats, with the ratio of p50 to the first entry's.
+# flowkit-policy makes at least CALLS batch-1 policy calls on 1 thread in closed-loop BiReach2D
+# episodes (20 or more, one episode per rollout: --domain-set rollouts=1; p50/p99 per call =
+# per action chunk) and times a batch-200 call. Runs the list REPEATS times, interleaved, and
+# prints the median of each figure over the repeats, with the ratio of p50 to the first entry's.
 #
-#   examples/dm1/measure_latency.sh BUILD_DIR CALLS REPEATS RUN_DIR:STEPS [RUN_DIR:STEPS ...]
+#   plugins/dm1/examples/measure_latency.sh BUILD_DIR CALLS REPEATS RUN_DIR:STEPS [RUN_DIR:STEPS ...]
 set -euo pipefail
 BUILD=$1; CALLS=$2; REPEATS=$3; shift 3
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -17,9 +18,10 @@ done
 for ((i = 0; i < REPEATS; ++i)); do
   for spec in "$@"; do
     run=${spec%:*}; k=${spec##*:}
-    out=$("$BUILD/bin/dm1-controller" "$run" --steps "$k" --calls "$CALLS" --episodes 20 --batch 200 2>"$TMP.err") ||
-      { echo "dm1-controller failed for $spec:" >&2; cat "$TMP.err" >&2; exit 1; }
-    printf '%s\t%s\t%s\n' "$run" "$k" "$out" >> "$TMP"   # the controller prints one JSON line
+    out=$("$BUILD/bin/flowkit-policy" "$run" --steps "$k" --calls "$CALLS" --episodes 20 --domain-set rollouts=1 \
+          --batch 200 --threads 1 2>"$TMP.err") ||
+      { echo "flowkit-policy failed for $spec:" >&2; cat "$TMP.err" >&2; exit 1; }
+    printf '%s\t%s\t%s\n' "$run" "$k" "$out" >> "$TMP"   # flowkit-policy prints one JSON line
   done
 done
 /usr/bin/python3 - "$TMP" "$@" <<'PY'
@@ -28,7 +30,7 @@ rows = []
 for line in open(sys.argv[1]):
     run, k, out = line.rstrip("\n").split("\t", 2)
     r = json.loads(out)
-    rows.append((run, k, r["latency_ms_p50"], r["latency_ms_p99"], r["batch_chunks_per_s"]))
+    rows.append((run, k, r["latency_ms_p50"], r["latency_ms_p99"], r["batch_samples_per_s"]))
 specs = sys.argv[2:]
 print("| run | steps | p50 ms/call | p99 ms/call | batch-200 chunks/s | p50 ratio to first |")
 print("|---|---|---|---|---|---|")

@@ -5,8 +5,8 @@ mean pairwise distance and linear-probe goal accuracy (held-out demonstration ob
 EMA weights); rollouts are re-run at the run's own sampler settings. Writes RUNS/../probe.jsonl
 and prints a Markdown table (mean ± sd over seeds).
 
-Usage: examples/dm1/probe_representations.py [RUNS] [FLOWKIT]
-       examples/dm1/probe_representations.py PROBE.jsonl [PROBE.jsonl ...]   (table only)
+Usage: plugins/dm1/examples/probe_representations.py [RUNS] [FLOWKIT]
+       plugins/dm1/examples/probe_representations.py PROBE.jsonl [PROBE.jsonl ...]   (table only)
 """
 import collections, json, os, statistics, subprocess, sys
 

@@ -47,6 +47,8 @@ for key in sorted(rows, key=lambda k: (k[0], k[1], ORDER.index(k[2]) if k[2] in 
     en = sum(r["metrics"].get("energy", float("nan")) for r in rs) / len(rs)
     p50 = med([r.get("latency", {}).get("latency_ms_p50", float("nan")) for r in rs])
     p99 = med([r.get("latency", {}).get("latency_ms_p99", float("nan")) for r in rs])
-    thr = med([r.get("latency", {}).get("batch_chunks_per_s", float("nan")) for r in rs])
+    # flowkit-policy's batch_samples_per_s; results from the old dm1-controller call it batch_chunks_per_s
+    thr = med([r.get("latency", {}).get("batch_samples_per_s", r.get("latency", {}).get("batch_chunks_per_s", float("nan")))
+               for r in rs])
     print(f"| {obs} | {demos} | {LABEL.get(arm, arm)} | {k} | {100 * s / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | {per} | "
           f"{100 * c / n:.1f} | {100 * left:.0f} ({bal:.2f}) | {en:.4f} | {fmt(p50, '.3f')} / {fmt(p99, '.3f')} | {fmt(thr, '.0f')} |")

@@ -6,34 +6,32 @@
 #include <cmath>
 
 #include "dm1/dm1.h"
+#include "flowkit/capability.h"
+#include "flowkit/core/diagnostics.h"
+#include "test_util.h"
 
 using namespace dm1;
 
 namespace {
 
 DomainOptions small_domain(const std::string& variant, int64_t demos = 20) {
-  DomainOptions o;
-  o.observation = variant;
-  o.demos = demos;
-  o.heldout_demos = 5;
-  return o;
+  return domain_options(resolved_config("dm1.bireach", {{"observation", variant}, {"demos", demos}, {"heldout_demos", 5}}));
 }
 
+// The task's default environment and expert (dm1.bireach's defaults).
+DomainOptions default_domain() { return domain_options(resolved_config("dm1.bireach")); }
+
 std::unique_ptr<PolicyModel> small_policy(const BiReachDomain& d, int64_t hidden = 32) {
-  PolicyOptions o;
-  o.hidden = hidden;
-  o.layers = 2;
-  o.obs_hidden = 32;
-  o.obs_embed = 16;
-  o.time_embed = 8;
+  PolicyOptions o = policy_options(resolved_config(
+      "dm1.policy", {{"hidden", hidden}, {"layers", 2}, {"obs_hidden", 32}, {"obs_embed", 16}, {"time_embed", 8}}));
   o.action_dim = 16;
-  auto g = at::detail::createCPUGenerator(0);
-  auto c = d.sample_conditions(0, 2, g);
-  auto s = c.at("obs").sizes();
-  o.obs_shape.assign(s.begin() + 1, s.end());
-  o.proprio_dim = c.has("proprio") ? c.at("proprio").size(1) : 0;
-  return std::make_unique<PolicyModel>(o, std::vector<int64_t>{8, 2}, "cpu");
+  auto shapes = d.condition_shapes();
+  o.obs_shape = shapes.at("obs");
+  o.proprio_dim = shapes.count("proprio") ? shapes.at("proprio")[0] : 0;
+  return std::make_unique<PolicyModel>(o, "cpu");
 }
+
+MeanFlowOptions meanflow(const nlohmann::json& overrides) { return meanflow_options(resolved_config("dm1.meanflow", overrides)); }
 
 // The exact MeanFlow average velocity of 1-D Gaussian data N(m, s^2) under the official path
 // z_t = (1 - t) x + t eps: mu_t = (1 - t) m, sigma_t = sqrt((1 - t)^2 s^2 + t^2), and the
@@ -105,7 +103,7 @@ TEST(Dm1MeanFlow, IdentityHoldsForAnalyticGaussianFlow) {
   // The correction term matters: u differs from the instantaneous velocity.
   EXPECT_GT((v - j.u).abs().max().item<double>(), 1e-3);
   // One MeanFlow step maps N(0, 1) to N(m, s^2).
-  MeanFlowSolver solver(1, 0.0);
+  MeanFlowSampler solver(1, 0.0);
   flowkit::SampleRequest req;
   req.n = 20000;
   req.item_shape = {1};
@@ -117,9 +115,7 @@ TEST(Dm1MeanFlow, IdentityHoldsForAnalyticGaussianFlow) {
 }
 
 TEST(Dm1MeanFlow, TimeSamplerRatioAndOrder) {
-  MeanFlowOptions o;
-  o.ratio_r_neq_t = 0.25;
-  MeanFlowLoss loss(o);
+  MeanFlowLoss loss(meanflow({{"ratio_r_neq_t", 0.25}}));
   auto g = at::detail::createCPUGenerator(4);
   auto [t, r] = loss.sample_tr(1000, g, torch::kFloat);
   EXPECT_TRUE((t >= r).all().item<bool>());
@@ -153,12 +149,8 @@ TEST(Dm1Dispersive, GradientReachesTheEncoder) {
   BiReachDomain d(small_domain("state"));
   auto model = small_policy(d);
   auto grads = [&](double lambda, const std::string& form, const std::string& pass) {
-    MeanFlowOptions o;
-    o.dispersive_weight = lambda;
-    o.dispersive_form = form;
-    o.dispersive_pass = pass;
-    o.dispersive_taps = "obs";
-    MeanFlowLoss loss(o);
+    MeanFlowLoss loss(meanflow(
+        {{"dispersive_weight", lambda}, {"dispersive_form", form}, {"dispersive_pass", pass}, {"dispersive_taps", "obs"}}));
     auto g = at::detail::createCPUGenerator(7);
     model->module().zero_grad();
     auto out = loss.compute(*model, nullptr, d.train_batch(64, g), g);
@@ -179,7 +171,7 @@ TEST(Dm1Dispersive, GradientReachesTheEncoder) {
 }
 
 TEST(Dm1Env, DynamicsCollisionSuccessTimeout) {
-  EnvOptions o;
+  EnvOptions o = default_domain().env;
   BiReachEnv env(o);
   Vec2 g0 = env.goal_position(0);
   // 0: straight up into the obstacle; 1: next to goal 0; 2: clipped action; 3: idle.
@@ -211,9 +203,9 @@ TEST(Dm1Env, DynamicsCollisionSuccessTimeout) {
 }
 
 TEST(Dm1Env, ScriptedExpertSucceedsWithBothModes) {
-  EnvOptions o;
-  BiReachEnv env(o);
-  Expert expert(env, ExpertOptions{});
+  DomainOptions defaults = default_domain();
+  BiReachEnv env(defaults.env);
+  Expert expert(env, defaults.expert);
   auto g = at::detail::createCPUGenerator(11);
   env.reset(500, g);
   expert.reset(500, g);
@@ -240,4 +232,60 @@ TEST(Dm1Env, ScriptedExpertSucceedsWithBothModes) {
   EXPECT_TRUE(b.at("proprio").sizes().equals({8, 4}));
   EXPECT_LE(ds.train_batch(64, gb).at("x").abs().max().item<double>(), 1.0);
   EXPECT_GE(ds.train_data().successes, 9);
+}
+
+// The representations come from the same pass as the output, with the graph, and plain
+// forward() records nothing (moved here from the host's diagnostics test).
+TEST(Dm1Policy, ExposesItsRepresentations) {
+  BiReachDomain domain(small_domain("state", 10));
+  auto g = at::detail::createCPUGenerator(2);
+  flowkit::Batch ref = domain.reference(64, g);
+  ASSERT_TRUE(ref.has("goal"));  // the label eval.probe_label reads
+  auto model = small_policy(domain);
+  flowkit::Conditioning cond;
+  for (const auto& name : ref.names())
+    if (name != "x") cond.set(name, ref.at(name));
+  flowkit::Model& generic = *model;
+  auto* rep = flowkit::capability<flowkit::RepresentationModel>(generic);
+  ASSERT_NE(rep, nullptr);
+  auto [out, reps] = rep->forward_with_representations(ref.at("x"), torch::ones({64}), cond);
+  ASSERT_TRUE(reps.has("obs"));
+  EXPECT_EQ(reps.at("obs").sizes(), torch::IntArrayRef({64, 16}));
+  EXPECT_TRUE(reps.has("t") && reps.has("r") && reps.has("trunk0") && reps.has("trunk1"));
+  EXPECT_FALSE(reps.has("trunk2"));
+  EXPECT_TRUE(reps.at("obs").requires_grad());
+  EXPECT_GT(flowkit::core::effective_rank(reps.at("obs").detach()), 1.0);
+  EXPECT_TRUE(torch::equal(out, generic.forward(ref.at("x"), torch::ones({64}), cond)));
+}
+
+// Shapes of the conditions the policy reads, known without drawing data.
+TEST(Dm1Domain, ConditionShapesMatchTheObservations) {
+  for (const char* variant : {"state", "image"}) {
+    SCOPED_TRACE(variant);
+    BiReachDomain d(small_domain(variant, 5));
+    auto g = at::detail::createCPUGenerator(0);
+    flowkit::Conditioning c = d.sample_conditions(0, 3, g);
+    auto shapes = d.condition_shapes();
+    EXPECT_EQ(shapes.size(), c.names().size());
+    for (const auto& [name, shape] : shapes) {
+      std::vector<int64_t> row(c.at(name).sizes().begin() + 1, c.at(name).sizes().end());
+      EXPECT_EQ(row, shape) << name;
+    }
+    EXPECT_NE(flowkit::capability<flowkit::Environment>(static_cast<flowkit::Domain&>(d)), nullptr);
+  }
+}
+
+// The dispersive term needs the representations capability, and says so.
+TEST(Dm1Dispersive, NeedsARepresentationModel) {
+  AnalyticU model(0.0, 1.0);
+  MeanFlowLoss loss(meanflow({{"dispersive_weight", 0.5}}));
+  auto g = at::detail::createCPUGenerator(0);
+  flowkit::Batch b;
+  b.set("x", torch::zeros({4, 1}));
+  try {
+    loss.compute(model, nullptr, b, g);
+    FAIL() << "expected flowkit::Error";
+  } catch (const flowkit::Error& e) {
+    EXPECT_THAT_MSG(e.what(), "dm1.meanflow needs a model exposing its representations");
+  }
 }

@@ -8,6 +8,8 @@
 #include <torch/torch.h>
 
 #include "dm1/dm1.h"
+#include "flowkit/random.h"
+#include "test_util.h"
 
 using namespace dm1;
 
@@ -16,8 +18,8 @@ namespace {
 // Two modes (+-0.6, 0.8) with std 0.03, a constant observation (the start-state situation of
 // BiReach2D: the observation does not say which side to take).
 flowkit::Batch toy_batch(int64_t n, torch::Generator& g) {
-  torch::Tensor side = torch::where(dm1::rand({n}, g, torch::kFloat) < 0.5, -1.0, 1.0);
-  torch::Tensor x = torch::stack({0.6 * side, torch::full({n}, 0.8)}, 1) + 0.03 * dm1::randn({n, 2}, g, torch::kFloat);
+  torch::Tensor side = torch::where(flowkit::random::rand({n}, g, torch::kFloat) < 0.5, -1.0, 1.0);
+  torch::Tensor x = torch::stack({0.6 * side, torch::full({n}, 0.8)}, 1) + 0.03 * flowkit::random::randn({n, 2}, g, torch::kFloat);
   flowkit::Batch b;
   b.set("x", x.reshape({n, 1, 2}));
   b.set("obs", torch::zeros({n, 3}));
@@ -25,16 +27,12 @@ flowkit::Batch toy_batch(int64_t n, torch::Generator& g) {
 }
 
 std::unique_ptr<PolicyModel> toy_policy() {
-  PolicyOptions o;
-  o.hidden = 64;
-  o.layers = 2;
-  o.obs_hidden = 16;
-  o.obs_embed = 8;
-  o.time_embed = 16;
+  PolicyOptions o = policy_options(resolved_config(
+      "dm1.policy", {{"hidden", 64}, {"layers", 2}, {"obs_hidden", 16}, {"obs_embed", 8}, {"time_embed", 16}}));
   o.action_dim = 2;
   o.obs_shape = {3};
   torch::manual_seed(0);
-  return std::make_unique<PolicyModel>(o, std::vector<int64_t>{1, 2}, "cpu");
+  return std::make_unique<PolicyModel>(o, "cpu");
 }
 
 // Left fraction of 1-step samples after training with `o`.
@@ -51,7 +49,7 @@ double left_fraction_after_training(const MeanFlowOptions& o, int steps) {
     opt.step();
   }
   model->module().eval();
-  MeanFlowSolver solver(1, 1.0);
+  MeanFlowSampler solver(1, 1.0);
   flowkit::SampleRequest req;
   req.n = 1000;
   req.item_shape = {1, 2};
@@ -70,9 +68,8 @@ double left_fraction_after_training(const MeanFlowOptions& o, int steps) {
 // Plain MSE (DM1's setting; the default since the second round): both modes survive the
 // 1-step map, and the samples sit on the modes (not on their average at x = 0).
 TEST(Dm1Modes, OneStepMeanFlowKeepsBothModesWithMse) {
-  MeanFlowOptions o;
-  o.ratio_r_neq_t = 0.25;  // the official MeanFlow ratio, as the figures in the docs
-  o.weighting = "mse";
+  // The official MeanFlow ratio, as the figures in the docs.
+  MeanFlowOptions o = meanflow_options(resolved_config("dm1.meanflow", {{"ratio_r_neq_t", 0.25}, {"weighting", "mse"}}));
   double left = left_fraction_after_training(o, 400);
   EXPECT_GT(left, 0.3);
   EXPECT_LT(left, 0.7);
@@ -83,10 +80,9 @@ TEST(Dm1Modes, OneStepMeanFlowKeepsBothModesWithMse) {
 // mean, so the velocity field stops being the flow of the data. With low-noise, low-dimensional
 // targets (action chunks), this collapses the 1-step map onto one mode.
 TEST(Dm1Modes, AdaptiveWeightingWithPowerOneIsModeSeeking) {
-  MeanFlowOptions o;
-  o.ratio_r_neq_t = 0.25;  // official MeanFlow: ratio and weighting
-  o.weighting = "adaptive";
-  o.adaptive_p = 1.0;
+  // Official MeanFlow: ratio and weighting.
+  MeanFlowOptions o = meanflow_options(
+      resolved_config("dm1.meanflow", {{"ratio_r_neq_t", 0.25}, {"weighting", "adaptive"}, {"adaptive_p", 1.0}}));
   double left = left_fraction_after_training(o, 400);
   EXPECT_TRUE(left < 0.2 || left > 0.8) << "left fraction " << left;
 }

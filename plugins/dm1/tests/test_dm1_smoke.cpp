@@ -7,22 +7,19 @@
 #include <chrono>
 
 #include "dm1/dm1.h"
+#include "test_util.h"
 
 using namespace dm1;
 
 namespace {
 
 std::unique_ptr<PolicyModel> policy_for(const BiReachDomain& d) {
-  PolicyOptions o;
-  o.hidden = 128;
-  o.layers = 2;
-  o.obs_hidden = 64;
-  o.obs_embed = 32;
-  o.time_embed = 16;
+  PolicyOptions o = policy_options(resolved_config(
+      "dm1.policy", {{"hidden", 128}, {"layers", 2}, {"obs_hidden", 64}, {"obs_embed", 32}, {"time_embed", 16}}));
   o.action_dim = 16;
   o.obs_shape = {4 + d.options().env.goals};
   torch::manual_seed(0);
-  return std::make_unique<PolicyModel>(o, std::vector<int64_t>{8, 2}, "cpu");
+  return std::make_unique<PolicyModel>(o, "cpu");
 }
 
 void train(flowkit::Model& model, flowkit::Loss& loss, BiReachDomain& d, int steps, uint64_t seed) {
@@ -60,24 +57,19 @@ double success(const BiReachDomain& d, flowkit::Model& model, const flowkit::Sol
 TEST(Dm1Smoke, OneStepMeanFlowBeatsRegression) {
   torch::set_num_threads(1);
   auto t0 = std::chrono::steady_clock::now();
-  DomainOptions o;
-  o.demos = 100;
-  o.heldout_demos = 10;
-  o.rollouts = 100;
-  BiReachDomain d(o);
+  BiReachDomain d(domain_options(resolved_config("dm1.bireach", {{"demos", 100}, {"heldout_demos", 10}, {"rollouts", 100}})));
 
   auto reg = policy_for(d);
   RegressionLoss reg_loss;
   train(*reg, reg_loss, d, 600, 1);
   nlohmann::json rr, rm;
-  double s_reg = success(d, *reg, DirectSolver(1, 1.0), 5, &rr);
+  double s_reg = success(d, *reg, DirectSampler(1.0), 5, &rr);
 
   auto mf = policy_for(d);
-  MeanFlowOptions mo;
-  mo.weighting = "mse";  // the adaptive weight with p = 1 is mode-seeking (test_dm1_modes.cpp)
-  MeanFlowLoss mf_loss(mo);
+  // The adaptive weight with p = 1 is mode-seeking (test_dm1_modes.cpp).
+  MeanFlowLoss mf_loss(meanflow_options(resolved_config("dm1.meanflow", {{"weighting", "mse"}})));
   train(*mf, mf_loss, d, 1200, 1);
-  double s_mf = success(d, *mf, MeanFlowSolver(1, 1.0), 5, &rm);
+  double s_mf = success(d, *mf, MeanFlowSampler(1, 1.0), 5, &rm);
 
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::cout << "regression: " << rr.dump() << "\nmeanflow-1: " << rm.dump() << "\n(" << secs << " s)\n";

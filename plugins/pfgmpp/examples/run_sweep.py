@@ -2,7 +2,7 @@
 """PFGM++ experiments: the 2-D toy D-sweep and the digits D-sweep with robustness grids.
 
 Usage (from the repository root):
-    examples/pfgmpp/run_sweep.sh [toy|digits|clip|all|summary|reeval]
+    plugins/pfgmpp/examples/run_sweep.sh [toy|digits|clip|all|summary|reeval]
 Environment: FLOWKIT (default build/bin/flowkit), OUT (default runs/pfgmpp_sweep),
 DIGITS_D / TOY_D (comma lists, e.g. "1,4,inf"), DIGITS_STEPS / TOY_STEPS (training steps),
 GRID_D (the D values that get the robustness grids; default 1,16,128,2048,inf).

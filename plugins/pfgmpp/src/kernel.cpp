@@ -1,33 +1,18 @@
-// The N+D perturbation kernel, the kernel path, EDM preconditioning and the EDM loss.
-#include <torch/torch.h>
+// The N+D perturbation kernel and the path `pfgmpp.kernel`.
+#include "pfgmpp/kernel.h"
 
 #include <cmath>
+#include <string>
 
 #include "flowkit/error.h"
-#include "pfgmpp/pfgmpp.h"
+#include "flowkit/random.h"
+#include "shapes.h"
 
 namespace pfgmpp {
 
-namespace {
-int64_t numel_of(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  return n;
-}
-std::vector<int64_t> batch_shape(int64_t n, const std::vector<int64_t>& item) {
-  std::vector<int64_t> s{n};
-  s.insert(s.end(), item.begin(), item.end());
-  return s;
-}
-// [B] -> [B, 1, ...] to broadcast against `like`; 0-dim stays.
-torch::Tensor per_row(const torch::Tensor& v, const torch::Tensor& like) {
-  torch::Tensor t = v.to(like.device(), like.scalar_type());
-  if (t.dim() == 0) return t;
-  std::vector<int64_t> shape(static_cast<size_t>(std::max<int64_t>(like.dim(), 1)), 1);
-  shape[0] = t.size(0);
-  return t.reshape(shape);
-}
-}  // namespace
+using detail::batch_shape;
+using detail::numel_of;
+using detail::per_row;
 
 torch::Tensor gamma_draws(double alpha, int64_t n, torch::Generator& gen, const torch::Device& device) {
   auto opts = torch::TensorOptions().dtype(torch::kDouble).device(gen.device());
@@ -41,7 +26,7 @@ Perturbation perturb(double D, const torch::Tensor& sigma, int64_t n, const std:
   torch::Tensor s = sigma.to(torch::kDouble).to(gen.device());
   if (s.dim() == 0) s = s.expand({n});
   Perturbation out;
-  torch::Tensor g = torch::randn({n, N}, gen, dopts);
+  torch::Tensor g = flowkit::random::randn({n, N}, gen, dopts);
   if (std::isinf(D)) {
     torch::Tensor noise = g * s.unsqueeze(1);
     out.radius = noise.norm(2, 1).to(options.device());
@@ -66,8 +51,6 @@ Perturbation perturb(double D, const torch::Tensor& sigma, int64_t n, const std:
   out.noise = (u * radius.unsqueeze(1)).reshape(batch_shape(n, item_shape)).to(options);
   return out;
 }
-
-// ---- path ----------------------------------------------------------------------------------
 
 torch::Tensor KernelPath::sigma_of_t(const torch::Tensor& t) const {
   return torch::exp((1 - t) * std::log(o_.sigma_max) + t * std::log(o_.sigma_min));
@@ -94,57 +77,27 @@ torch::Tensor KernelPath::prior(int64_t n, const std::vector<int64_t>& item_shap
   return perturb(o_.D, torch::ones({}, torch::kDouble), n, item_shape, gen, options, 0.0).noise;
 }
 
-Perturbation KernelPath::training_noise(const torch::Tensor& sigma, const std::vector<int64_t>& item_shape,
-                                        torch::Generator& gen, const torch::TensorOptions& options) const {
-  return perturb(o_.D, sigma, sigma.size(0), item_shape, gen, options, o_.beta_clip, o_.clip_lower);
+flowkit::NoiseDraw KernelPath::training_noise(const torch::Tensor& sigma, const std::vector<int64_t>& item_shape,
+                                              torch::Generator& gen, const torch::TensorOptions& options) const {
+  Perturbation p = perturb(o_.D, sigma, sigma.size(0), item_shape, gen, options, o_.beta_clip, o_.clip_lower);
+  return {p.noise, {{"clipped_fraction", p.clipped_fraction}}};
 }
 
-// ---- preconditioning ---------------------------------------------------------------------
-
-Precond edm_precond(const torch::Tensor& sigma, double sd) {
-  torch::Tensor s2 = sigma * sigma + sd * sd;
-  return {sd * sd / s2, sigma * sd / torch::sqrt(s2), 1 / torch::sqrt(s2), torch::log(sigma) / 4};
+KernelOptions kernel_options(const flowkit::Config& cfg) {
+  KernelOptions o;
+  o.D = cfg.get<double>("D");
+  o.sigma_min = cfg.get<double>("sigma_min");
+  o.sigma_max = cfg.get<double>("sigma_max");
+  o.beta_clip = cfg.get<double>("beta_clip");
+  o.clip_lower = cfg.get<bool>("clip_lower");
+  if (!(o.sigma_min < o.sigma_max))
+    cfg.fail("sigma_min", "sigma_min (" + std::to_string(o.sigma_min) + ") must be below sigma_max (" +
+                              std::to_string(o.sigma_max) + ")");
+  return o;
 }
 
-EdmModel::EdmModel(std::unique_ptr<flowkit::Model> inner, double sigma_data)
-    : inner_(std::move(inner)), holder_(std::make_shared<torch::nn::Module>("EdmPrecond")), sigma_data_(sigma_data) {
-  // Non-owning alias: the inner model owns its module and lives as long as this wrapper.
-  holder_->register_module("net", std::shared_ptr<torch::nn::Module>(std::shared_ptr<void>(), &inner_->module()));
-}
-
-torch::Tensor EdmModel::forward(const torch::Tensor& x, const torch::Tensor& t, const flowkit::Conditioning& cond) {
-  torch::Tensor sigma = t.to(x.device(), x.scalar_type()).clamp_min(1e-20);
-  if (sigma.dim() == 0) sigma = sigma.expand({x.size(0)});
-  Precond c = edm_precond(sigma, sigma_data_);
-  torch::Tensor F = inner_->forward(per_row(c.c_in, x) * x, c.c_noise, cond);
-  return per_row(c.c_skip, x) * x + per_row(c.c_out, x) * F;
-}
-
-// ---- loss ----------------------------------------------------------------------------------
-
-flowkit::LossOutput EdmLoss::compute(flowkit::Model& model, const flowkit::Path* path, const flowkit::Batch& batch,
-                                     torch::Generator& gen) {
-  const torch::Tensor& y = batch.at("x");
-  const int64_t n = y.size(0);
-  std::vector<int64_t> item(y.sizes().begin() + 1, y.sizes().end());
-  auto dopts = torch::TensorOptions().dtype(torch::kDouble).device(gen.device());
-  torch::Tensor sigma = torch::exp(o_.p_mean + o_.p_std * torch::randn({n}, gen, dopts));
-  Perturbation p;
-  if (const auto* kernel = dynamic_cast<const KernelPath*>(path)) p = kernel->training_noise(sigma, item, gen, y.options());
-  else p = perturb(kInf, sigma, n, item, gen, y.options());
-  flowkit::Conditioning cond;
-  for (const auto& name : batch.names())
-    if (name != "x") cond.set(name, batch.at(name));
-  torch::Tensor s = sigma.to(y.device(), y.scalar_type());
-  torch::Tensor denoised = model.forward(y + p.noise, s, cond);
-  const double sd = o_.sigma_data;
-  torch::Tensor weight = (s * s + sd * sd) / (s * sd).pow(2);
-  torch::Tensor per_item = (denoised - y).pow(2).reshape({n, -1}).sum(1);
-  flowkit::LossOutput out;
-  out.loss = (weight * per_item).mean();
-  out.logs["clipped_fraction"] = p.clipped_fraction;
-  out.logs["sigma_mean"] = sigma.mean().item<double>();
-  return out;
+std::unique_ptr<flowkit::Component> make_kernel(const flowkit::Config& cfg, const flowkit::BuildContext&) {
+  return std::make_unique<KernelPath>(kernel_options(cfg));
 }
 
 }  // namespace pfgmpp

@@ -1,12 +1,38 @@
-// The residual MLP and the training-free exact denoiser.
-#include <torch/torch.h>
+// The models: EDM preconditioning, the residual MLP and the training-free exact denoiser.
+#include "pfgmpp/models.h"
 
 #include <cmath>
+#include <string>
 
+#include "flowkit/domain.h"
 #include "flowkit/error.h"
-#include "pfgmpp/pfgmpp.h"
+#include "flowkit/kinds.h"
+#include "shapes.h"
 
 namespace pfgmpp {
+
+using detail::per_row;
+
+// ---- EDM preconditioning -------------------------------------------------------------------
+
+Precond edm_precond(const torch::Tensor& sigma, double sd) {
+  torch::Tensor s2 = sigma * sigma + sd * sd;
+  return {sd * sd / s2, sigma * sd / torch::sqrt(s2), 1 / torch::sqrt(s2), torch::log(sigma) / 4};
+}
+
+EdmModel::EdmModel(std::unique_ptr<flowkit::Model> inner, double sigma_data)
+    : inner_(std::move(inner)), holder_(std::make_shared<torch::nn::Module>("EdmPrecond")), sigma_data_(sigma_data) {
+  // Non-owning alias: the inner model owns its module and lives as long as this wrapper.
+  holder_->register_module("net", std::shared_ptr<torch::nn::Module>(std::shared_ptr<void>(), &inner_->module()));
+}
+
+torch::Tensor EdmModel::forward(const torch::Tensor& x, const torch::Tensor& t, const flowkit::Conditioning& cond) {
+  torch::Tensor sigma = t.to(x.device(), x.scalar_type()).clamp_min(1e-20);
+  if (sigma.dim() == 0) sigma = sigma.expand({x.size(0)});
+  Precond c = edm_precond(sigma, sigma_data_);
+  torch::Tensor F = inner_->forward(per_row(c.c_in, x) * x, c.c_noise, cond);
+  return per_row(c.c_skip, x) * x + per_row(c.c_out, x) * F;
+}
 
 // ---- residual MLP --------------------------------------------------------------------------
 
@@ -85,6 +111,58 @@ ExactDenoiser::ExactDenoiser(torch::Tensor data, double D)
 torch::Tensor ExactDenoiser::forward(const torch::Tensor& x, const torch::Tensor& t, const flowkit::Conditioning&) {
   // `scale` (fixed at 1) only gives the contract's gradient check something to reach.
   return exact_denoiser(x, t.clamp_min(1e-20), data_, D_) * scale_.to(x.scalar_type());
+}
+
+// ---- factories -----------------------------------------------------------------------------
+
+namespace {
+flowkit::Domain& need_domain(const flowkit::Config& cfg, const flowkit::BuildContext& ctx, const std::string& what) {
+  if (!ctx.domain) cfg.fail("type", what + " needs a domain in the pipeline");
+  return *ctx.domain;
+}
+}  // namespace
+
+std::unique_ptr<flowkit::Component> make_edm(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
+  const double sigma_data = cfg.get<double>("sigma_data");
+  const flowkit::Config net = cfg.child("net");
+  if (!ctx.build) cfg.fail("net", "the host gave no way to build the inner model");
+  std::unique_ptr<flowkit::Component> c = ctx.build(flowkit::Kind::model, net);
+  if (!c || !flowkit::implements_interface(flowkit::Kind::model, *c)) cfg.fail("net", "the inner component is not a model");
+  std::unique_ptr<flowkit::Model> inner(static_cast<flowkit::Model*>(c.release()));
+  return std::make_unique<EdmModel>(std::move(inner), sigma_data);
+}
+
+ResMLPOptions resmlp_options(const flowkit::Config& cfg) {
+  ResMLPOptions o;
+  o.hidden = cfg.get<int64_t>("hidden");
+  o.blocks = cfg.get<int64_t>("blocks");
+  o.embedding_dim = cfg.get<int64_t>("embedding_dim");
+  o.class_conditional = cfg.get<bool>("class_conditional");
+  return o;
+}
+
+std::unique_ptr<flowkit::Component> make_resmlp(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
+  ResMLPOptions o = resmlp_options(cfg);
+  const flowkit::Domain& domain = need_domain(cfg, ctx, "pfgmpp.resmlp (it reads the data shape)");
+  std::vector<int64_t> item = domain.item_shape();
+  if (item.empty()) cfg.fail("type", "pfgmpp.resmlp needs a domain with a fixed item shape");
+  o.in_dim = 1;
+  for (int64_t s : item) o.in_dim *= s;
+  o.num_classes = domain.num_classes();
+  if (o.class_conditional && o.num_classes <= 0) cfg.fail("class_conditional", "the domain has no classes");
+  auto m = std::make_unique<ResMLPModel>(o, item);
+  m->module().to(torch::Device(ctx.device));
+  return m;
+}
+
+std::unique_ptr<flowkit::Component> make_exact_denoiser(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
+  const double D = cfg.get<double>("D");
+  const int64_t points = cfg.get<int64_t>("points");
+  const int64_t seed = cfg.get<int64_t>("seed");
+  flowkit::Domain& domain = need_domain(cfg, ctx, "pfgmpp.exact_denoiser (its training points)");
+  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seed));
+  torch::Tensor data = domain.train_batch(points, gen).at("x");
+  return std::make_unique<ExactDenoiser>(data.to(torch::Device(ctx.device)), D);
 }
 
 }  // namespace pfgmpp

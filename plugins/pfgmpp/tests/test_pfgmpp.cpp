@@ -1,24 +1,38 @@
-// PFGM++ plugin: kernel statistics, preconditioning, the exact-denoiser end-to-end check,
-// sampler options, a short training run and configuration errors.
+// PFGM++ plugin: kernel statistics, preconditioning, the loss's noise kernel, the exact-denoiser
+// end-to-end check, sampler options, a short training run and configuration errors.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <fstream>
 
+#include "flowkit/capabilities/noise_kernel.h"
+#include "flowkit/capability.h"
 #include "flowkit/core/pipeline.h"
 #include "flowkit/core/plugin_host.h"
+#include "flowkit/domain.h"
 #include "flowkit/error.h"
-#include "pfgmpp/pfgmpp.h"
-#include "standard/domains.h"
-#include "standard/metrics.h"
+#include "flowkit/sample_metrics.h"
+#include "pfgmpp/edm_loss.h"
+#include "pfgmpp/heun_sampler.h"
+#include "pfgmpp/kernel.h"
+#include "pfgmpp/models.h"
 #include "test_util.h"
 
 using namespace pfgmpp;
 
 namespace {
-flowkit::Config cfg(nlohmann::json j = nlohmann::json::object(), const std::string& pointer = "/solver") {
-  return flowkit::Config(std::move(j), "pipeline.json", pointer);
+// A component's config as the host resolves it (overrides plus the manifest's defaults),
+// located in "pipeline.json".
+flowkit::Config cfg(const std::string& type, const nlohmann::json& overrides = nlohmann::json::object(),
+                    const std::string& pointer = "/solver") {
+  return flowkit::Config(resolved_config(type, overrides, pointer).json(), "pipeline.json", pointer);
+}
+// D as a pipeline writes it ("inf" for the Gaussian).
+nlohmann::json d_value(double D) { return std::isinf(D) ? nlohmann::json("inf") : nlohmann::json(D); }
+KernelPath kernel_path(double D) { return KernelPath(kernel_options(cfg("pfgmpp.kernel", {{"D", d_value(D)}}, "/path"))); }
+HeunOptions heun(const nlohmann::json& overrides = nlohmann::json::object()) {
+  return heun_options(cfg("pfgmpp.heun", overrides));
 }
 torch::Tensor sig(double s, int64_t n) { return torch::full({n}, s, torch::kDouble); }
 const auto kD = torch::TensorOptions().dtype(torch::kDouble);
@@ -88,9 +102,7 @@ TEST(PfgmppKernel, PriorRadiiFollowBetaPrime) {
   for (int64_t N : {2, 4})
     for (double D : {1.0, 3.0, 10.0, 128.0}) {
       SCOPED_TRACE(std::to_string(N) + " " + std::to_string(D));
-      KernelOptions o;
-      o.D = D;
-      KernelPath path(o);
+      KernelPath path = kernel_path(D);
       auto gen = at::detail::createCPUGenerator(4);
       const int64_t n = 20000;
       torch::Tensor x = path.prior(n, {N}, gen, kD);
@@ -127,8 +139,7 @@ TEST(PfgmppKernel, TrainingClipAndItsReportedFraction) {
 }
 
 TEST(PfgmppPath, SampleMapsTimeToSigma) {
-  KernelOptions o;
-  KernelPath path(o);
+  KernelPath path(kernel_options(cfg("pfgmpp.kernel", {}, "/path")));
   torch::Tensor t = torch::tensor({0.0, 1.0, 0.5}, kD);
   auto s = path.sample(torch::ones({3, 2}, kD), torch::zeros({3, 2}, kD), t);
   torch::Tensor sigma = s.extras.at("sigma");
@@ -163,6 +174,82 @@ TEST(PfgmppPrecond, ClosedFormsAndSmallSigmaLimit) {
   EXPECT_TRUE(m.module().named_parameters().contains("net.weight"));
 }
 
+namespace {
+// A path without a noise kernel (any t-parametrised interpolant).
+struct PlainPath : flowkit::Path {
+  flowkit::PathSample sample(const torch::Tensor& x0, const torch::Tensor& x1, const torch::Tensor& t) const override {
+    flowkit::PathSample s;
+    s.t = t, s.x0 = x0, s.x1 = x1, s.xt = x1, s.dxt = x1 - x0;
+    return s;
+  }
+  torch::Tensor prior(int64_t n, const std::vector<int64_t>& item, torch::Generator& gen,
+                      const torch::TensorOptions& options) const override {
+    std::vector<int64_t> shape{n};
+    shape.insert(shape.end(), item.begin(), item.end());
+    return torch::randn(shape, gen, options);
+  }
+};
+// The loss by hand: sigma drawn first, then the perturbation, both from `gen`.
+double loss_by_hand(flowkit::Model& model, const torch::Tensor& y, double D, double clip, bool clip_lower,
+                    torch::Generator& gen, double* clipped) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = y.size(0);
+  torch::Tensor sigma = torch::exp(-1.2 + 1.2 * torch::randn({n}, gen, kD));
+  Perturbation p = perturb(D, sigma, n, {y.size(1)}, gen, y.options(), clip, clip_lower);
+  *clipped = p.clipped_fraction;
+  torch::Tensor s = sigma.to(torch::kFloat);
+  torch::Tensor w = (s * s + 0.25) / (s * 0.5).pow(2);
+  return (w * (model.forward(y + p.noise, s, {}) - y).pow(2).sum(1)).mean().item<double>();
+}
+}  // namespace
+
+TEST(PfgmppLoss, UsesThePathsNoiseKernelOrTheGaussianWithoutAPath) {
+  torch::manual_seed(0);
+  EdmModel model(std::make_unique<TinyModel>(), 0.5);
+  // A wrapper that changes what the output means passes no capabilities on.
+  EXPECT_EQ(model.capability_delegate(), nullptr);
+  EdmLoss loss(edm_loss_options(cfg("pfgmpp.edm_loss", {}, "/loss")));
+  flowkit::Batch b;
+  b.set("x", torch::randn({256, 3}) * 0.5);
+  // N = 3, D = 1: the upper clip is active for some draws.
+  KernelPath path = kernel_path(1);
+  ASSERT_NE(flowkit::capability<flowkit::NoiseKernel>(static_cast<const flowkit::Path*>(&path)), nullptr);
+  for (bool with_path : {true, false}) {
+    SCOPED_TRACE(with_path);
+    auto g1 = at::detail::createCPUGenerator(7), g2 = at::detail::createCPUGenerator(7);
+    flowkit::LossOutput out = loss.compute(model, with_path ? &path : nullptr, b, g1);
+    double clipped = -1;
+    const double expected = with_path ? loss_by_hand(model, b.at("x"), 1, 1e-3, true, g2, &clipped)
+                                      : loss_by_hand(model, b.at("x"), kInf, 0, true, g2, &clipped);
+    EXPECT_NEAR(out.loss.item<double>(), expected, 1e-5 * expected);
+    EXPECT_EQ(out.logs.at("clipped_fraction"), clipped);
+    if (with_path) EXPECT_GT(clipped, 0.0);
+    EXPECT_TRUE(out.logs.count("sigma_mean"));
+  }
+  // A path that is not a noise kernel is an error, at build time and in compute().
+  PlainPath plain;
+  try {
+    auto g = at::detail::createCPUGenerator(0);
+    loss.compute(model, &plain, b, g);
+    FAIL() << "a path without a noise kernel was accepted";
+  } catch (const flowkit::Error& e) {
+    EXPECT_THAT_MSG(e.what(), "pfgmpp.edm_loss needs a path with a noise kernel (flowkit::NoiseKernel");
+  }
+  flowkit::BuildContext ctx;
+  ctx.path = &plain;
+  try {
+    make_edm_loss(cfg("pfgmpp.edm_loss", {}, "/loss"), ctx);
+    FAIL() << "a path without a noise kernel was accepted";
+  } catch (const flowkit::ConfigError& e) {
+    EXPECT_THAT_MSG(e.what(), "pipeline.json:/loss/type");
+    EXPECT_THAT_MSG(e.what(), "flowkit::NoiseKernel");
+  }
+  ctx.path = &path;
+  EXPECT_NO_THROW(make_edm_loss(cfg("pfgmpp.edm_loss", {}, "/loss"), ctx));
+  ctx.path = nullptr;
+  EXPECT_NO_THROW(make_edm_loss(cfg("pfgmpp.edm_loss", {}, "/loss"), ctx));
+}
+
 TEST(PfgmppSampler, GridIsEdmsAndNfeIsTwoNMinusOne) {
   torch::Tensor g = edm_sigma_grid(18, 0.002, 80, 7);
   ASSERT_EQ(g.size(0), 19);
@@ -172,7 +259,7 @@ TEST(PfgmppSampler, GridIsEdmsAndNfeIsTwoNMinusOne) {
   EXPECT_TRUE((g.diff() < 0).all().item<bool>());
   const double a = std::pow(80.0, 1 / 7.0), b = std::pow(0.002, 1 / 7.0);
   EXPECT_NEAR(g[5].item<double>(), std::pow(a + 5.0 / 17 * (b - a), 7), 1e-9);
-  HeunSolver solver(HeunOptions{});
+  HeunSampler solver(heun());
   torch::Tensor data = torch::randn({5, 2});
   ExactDenoiser model(data, kInf);
   flowkit::SampleRequest req;
@@ -199,13 +286,9 @@ TEST(PfgmppSampler, ExactDenoiserLandsOnTrainingPoints) {
     } else {
       data = torch::randn({16, c.N}, dgen, torch::kFloat) * 0.75;
     }
-    KernelOptions ko;
-    ko.D = c.D;
-    KernelPath path(ko);
+    KernelPath path = kernel_path(c.D);
     ExactDenoiser model(data, c.D);
-    HeunOptions ho;
-    ho.steps = 32;
-    HeunSolver solver(ho);
+    HeunSampler solver(heun({{"steps", 32}}));
     flowkit::SampleRequest req;
     req.n = 512, req.item_shape = {c.N}, req.options = torch::kFloat;
     auto gen = at::detail::createCPUGenerator(11);
@@ -228,14 +311,10 @@ TEST(PfgmppSampler, NoiseInjectionAndQuantizationOptions) {
   EdmModel model(std::move(inner), 0.5);
   flowkit::SampleRequest req;
   req.n = 16, req.item_shape = {3}, req.steps = 6, req.options = torch::kFloat;
-  KernelOptions ko;
-  ko.D = 4;
-  KernelPath path(ko);
+  KernelPath path = kernel_path(4);
   auto run = [&](double alpha, int64_t bits, uint64_t seed) {
-    HeunOptions o;
-    o.alpha = alpha, o.bits = bits;
     auto gen = at::detail::createCPUGenerator(seed);
-    return HeunSolver(o).sample(model, &path, req, gen).x;
+    return HeunSampler(heun({{"alpha", alpha}, {"bits", bits}})).sample(model, &path, req, gen).x;
   };
   torch::Tensor clean = run(0, 0, 1);
   EXPECT_TRUE(torch::equal(run(0.2, 0, 1), run(0.2, 0, 1)));
@@ -254,8 +333,8 @@ TEST(PfgmppSampler, NoiseInjectionAndQuantizationOptions) {
     EXPECT_LE((q - w).abs().max().item<double>(), step * 0.5 + 1e-6);
   }
   // Which parameters quantize_weights touches: weights, not norms, embeddings or affine maps.
-  ResMLPOptions ro;
-  ro.in_dim = 4, ro.hidden = 8, ro.blocks = 1, ro.class_conditional = true, ro.num_classes = 3;
+  ResMLPOptions ro = resmlp_options(cfg("pfgmpp.resmlp", {{"hidden", 8}, {"blocks", 1}, {"class_conditional", true}}, "/model"));
+  ro.in_dim = 4, ro.num_classes = 3;
   ResMLP net(ro);
   auto changed = quantize_weights(*net, 5);
   std::set<std::string> names(changed.begin(), changed.end());
@@ -265,28 +344,31 @@ TEST(PfgmppSampler, NoiseInjectionAndQuantizationOptions) {
 // A short training run on toy2d beats the untrained model by a wide margin.
 TEST(PfgmppTraining, ShortToyRunBeatsUntrained) {
   torch::manual_seed(0);
+  // The data and the mode statistics come from the standard plugin's domain, built by the host.
+  flowkit::core::PluginHost host(build_tree_only());
+  std::unique_ptr<flowkit::Component> toy =
+      host.create(flowkit::Kind::domain, resolved_config("standard.toy2d", {{"dataset", "8gaussians"}}, "/domain"), {});
+  auto& domain = static_cast<flowkit::Domain&>(*toy);  // create() checked the interface
   const std::vector<int64_t> item{2};
-  ResMLPOptions ro;
-  ro.in_dim = 2, ro.hidden = 64, ro.blocks = 2;
+  ResMLPOptions ro = resmlp_options(cfg("pfgmpp.resmlp", {{"hidden", 64}, {"blocks", 2}}, "/model"));
+  ro.in_dim = 2;
   EdmModel model(std::make_unique<ResMLPModel>(ro, item), 0.5);
-  KernelOptions ko;
-  ko.D = 8;
-  KernelPath path(ko);
-  EdmLoss loss(LossOptions{});
-  HeunOptions ho;
-  ho.steps = 12;
-  HeunSolver solver(ho);
+  KernelPath path = kernel_path(8);
+  EdmLoss loss(edm_loss_options(cfg("pfgmpp.edm_loss", {}, "/loss")));
+  HeunSampler solver(heun({{"steps", 12}}));
   auto gen = at::detail::createCPUGenerator(0);
-  torch::Tensor ref = standard::sample_toy2d("8gaussians", 1000, gen) / 2;  // std ~1
+  torch::Tensor ref = domain.train_batch(1000, gen).at("x") / 2;  // std ~1
   double precision = 0;
   auto score = [&]() {
     flowkit::SampleRequest req;
     req.n = 1000, req.item_shape = item, req.options = torch::kFloat;
     auto g = at::detail::createCPUGenerator(1);
     torch::Tensor x = solver.sample(model, &path, req, g).x;
-    precision = standard::mode_stats_points(x * 2, standard::eight_gaussians_centers(),
-                                            standard::kEightGaussiansModeRadius, standard::kModeMinShare).precision;
-    return standard::energy_distance(x, ref);
+    flowkit::Batch generated, reference;
+    generated.set("x", x * 2);
+    reference.set("x", ref * 2);
+    precision = domain.evaluate(generated, reference, {"mode_precision"}, g).at("mode_precision").get<double>();
+    return flowkit::metrics::energy_distance(x, ref);
   };
   const double before = score();
   const double precision_before = precision;
@@ -294,7 +376,7 @@ TEST(PfgmppTraining, ShortToyRunBeatsUntrained) {
   double clipped = 0;
   for (int step = 0; step < 1500; ++step) {
     flowkit::Batch b;
-    b.set("x", standard::sample_toy2d("8gaussians", 256, gen) / 2);
+    b.set("x", domain.train_batch(256, gen).at("x") / 2);
     auto out = loss.compute(model, &path, b, gen);
     clipped += out.logs.at("clipped_fraction");
     opt.zero_grad();
@@ -336,15 +418,17 @@ TEST(PfgmppConfig, BadValuesAreRejectedWithTheirJsonPath) {
   // Cross-parameter checks happen when the component is built, with the same kind of path.
   flowkit::BuildContext ctx;
   try {
-    make_heun(cfg({{"sigma_min", 80.0}, {"sigma_max", 1.0}}), ctx);
+    make_heun(cfg("pfgmpp.heun", {{"sigma_min", 80.0}, {"sigma_max", 1.0}}), ctx);
     FAIL() << "sigma_min >= sigma_max accepted";
   } catch (const flowkit::ConfigError& e) {
     EXPECT_THAT_MSG(e.what(), "pipeline.json:/solver/sigma_min");
   }
-  EXPECT_THROW(make_kernel(cfg({{"sigma_min", 5.0}, {"sigma_max", 5.0}}, "/path"), ctx), flowkit::ConfigError);
-  EXPECT_THROW(make_kernel(cfg({{"D", 0.5}}, "/path"), ctx), flowkit::ConfigError);
-  EXPECT_THROW(make_heun(cfg({{"steps", 0}}), ctx), flowkit::ConfigError);
-  EXPECT_EQ(dynamic_cast<KernelPath&>(*make_kernel(cfg({{"D", "inf"}}, "/path"), ctx)).options().D, kInf);
+  EXPECT_THROW(make_kernel(cfg("pfgmpp.kernel", {{"sigma_min", 5.0}, {"sigma_max", 5.0}}, "/path"), ctx), flowkit::ConfigError);
+  EXPECT_THROW(make_heun(cfg("pfgmpp.heun", {{"bits", 1}}), ctx), flowkit::ConfigError);
+  // Ranges are the manifest's: resolving the config (validation) rejects them.
+  EXPECT_THROW(cfg("pfgmpp.kernel", {{"D", 0.5}}, "/path"), flowkit::Error);
+  EXPECT_THROW(cfg("pfgmpp.heun", {{"steps", 0}}), flowkit::Error);
+  EXPECT_EQ(dynamic_cast<KernelPath&>(*make_kernel(cfg("pfgmpp.kernel", {{"D", "inf"}}, "/path"), ctx)).options().D, kInf);
 }
 
 // The committed experiment pipelines validate (they mix standard and pfgmpp components).

@@ -1,5 +1,4 @@
-// The toy 2-D and digits domains, the two-sample metrics and the image writers.
-#include <dlfcn.h>
+// The toy 2-D and digits domains, their mode statistics and the image writers.
 #include <torch/torch.h>
 #include <zlib.h>
 
@@ -12,6 +11,8 @@
 
 #include "flowkit/error.h"
 #include "flowkit/io.h"
+#include "flowkit/random.h"
+#include "flowkit/sample_metrics.h"
 #include "standard/domains.h"
 #include "standard/metrics.h"
 #include "standard/util.h"
@@ -25,74 +26,6 @@ using flowkit::Batch;
 
 static torch::Tensor as_rows(const torch::Tensor& x) {
   return x.detach().to(torch::kCPU, torch::kDouble).reshape({x.size(0), -1}).contiguous();
-}
-
-// Sum over all (i, j) of fn(|a_i - b_j|), in row chunks to bound memory.
-static double pairwise_sum(const torch::Tensor& a, const torch::Tensor& b,
-                           const std::function<torch::Tensor(const torch::Tensor&)>& fn) {
-  double total = 0;
-  const int64_t chunk = 512;
-  for (int64_t i = 0; i < a.size(0); i += chunk) {
-    torch::Tensor d = torch::cdist(a.slice(0, i, std::min(i + chunk, a.size(0))), b, 2.0, 2 /*no matmul*/);
-    total += fn(d).sum().item<double>();
-  }
-  return total;
-}
-
-double energy_distance(const torch::Tensor& x_in, const torch::Tensor& y_in) {
-  torch::Tensor x = as_rows(x_in), y = as_rows(y_in);
-  const double n = static_cast<double>(x.size(0)), m = static_cast<double>(y.size(0));
-  if (n < 2 || m < 2) throw flowkit::Error("energy_distance needs at least 2 samples on each side");
-  auto id = [](const torch::Tensor& d) { return d; };
-  double exy = pairwise_sum(x, y, id) / (n * m);
-  double exx = pairwise_sum(x, x, id) / (n * (n - 1));  // the zero diagonal drops out
-  double eyy = pairwise_sum(y, y, id) / (m * (m - 1));
-  return 2 * exy - exx - eyy;
-}
-
-double mmd_rbf(const torch::Tensor& x_in, const torch::Tensor& y_in, const std::vector<double>& multipliers) {
-  torch::Tensor x = as_rows(x_in), y = as_rows(y_in);
-  const double n = static_cast<double>(x.size(0)), m = static_cast<double>(y.size(0));
-  if (n < 2 || m < 2) throw flowkit::Error("mmd_rbf needs at least 2 samples on each side");
-  if (multipliers.empty()) throw flowkit::Error("mmd_rbf needs at least one bandwidth");
-  torch::Tensor pooled = torch::cat({x.slice(0, 0, 500), y.slice(0, 0, 500)}, 0);
-  torch::Tensor d = torch::cdist(pooled, pooled, 2.0, 2);
-  torch::Tensor off = ~torch::eye(pooled.size(0), torch::TensorOptions().dtype(torch::kBool));
-  double h = d.masked_select(off).median().item<double>();
-  if (!(h > 0)) h = 1.0;
-  auto kernel = [&](const torch::Tensor& dist) {
-    torch::Tensor d2 = dist.pow(2);
-    torch::Tensor k = torch::zeros_like(d2);
-    for (double mult : multipliers) k += torch::exp(-d2 / (2 * (mult * h) * (mult * h)));
-    return k / static_cast<double>(multipliers.size());
-  };
-  double kxx = (pairwise_sum(x, x, kernel) - n) / (n * (n - 1));  // k(a, a) = 1 on the diagonal
-  double kyy = (pairwise_sum(y, y, kernel) - m) / (m * (m - 1));
-  double kxy = pairwise_sum(x, y, kernel) / (n * m);
-  return kxx + kyy - 2 * kxy;
-}
-
-// Sorted columns `s` [n, P] evaluated at K quantile levels (k + 1/2)/K.
-static torch::Tensor quantiles(const torch::Tensor& s, int64_t K) {
-  const int64_t n = s.size(0);
-  if (n == K) return s;
-  torch::Tensor pos = ((torch::arange(K, torch::kDouble) + 0.5) / K * n - 0.5).clamp(0, n - 1);
-  torch::Tensor lo = pos.floor().to(torch::kLong);
-  torch::Tensor hi = (lo + 1).clamp_max(n - 1);
-  torch::Tensor w = (pos - lo.to(torch::kDouble)).unsqueeze(1);
-  return s.index_select(0, lo) * (1 - w) + s.index_select(0, hi) * w;
-}
-
-double sliced_w2(const torch::Tensor& x_in, const torch::Tensor& y_in, int64_t projections, torch::Generator& gen) {
-  torch::Tensor x = as_rows(x_in), y = as_rows(y_in);
-  if (x.size(1) != y.size(1)) throw flowkit::Error("sliced_w2: samples of different dimension");
-  if (x.size(0) < 1 || y.size(0) < 1 || projections < 1) throw flowkit::Error("sliced_w2: empty input");
-  torch::Tensor u = randn({projections, x.size(1)}, gen, torch::kDouble);
-  u = u / u.norm(2, 1, true);
-  torch::Tensor sx = std::get<0>(torch::sort(x.matmul(u.t()), 0));
-  torch::Tensor sy = std::get<0>(torch::sort(y.matmul(u.t()), 0));
-  const int64_t K = std::min(sx.size(0), sy.size(0));
-  return (quantiles(sx, K) - quantiles(sy, K)).pow(2).mean().item<double>();
 }
 
 static ModeStats mode_stats_from_distances(const torch::Tensor& d, double radius, double min_share) {
@@ -189,9 +122,9 @@ static nlohmann::json evaluate_common(const std::string& domain, const std::vect
       for (const auto& a : available) list += (list.empty() ? "" : ", ") + a;
       throw flowkit::Error(domain + ": unknown metric '" + name + "' (available: " + list + ")");
     }
-    if (name == "energy_distance") out[name] = energy_distance(x, y);
-    else if (name == "mmd_rbf") out[name] = mmd_rbf(x, y);
-    else if (name == "sliced_w2") out[name] = sliced_w2(x, y, projections, gen);
+    if (name == "energy_distance") out[name] = flowkit::metrics::energy_distance(x, y);
+    else if (name == "mmd_rbf") out[name] = flowkit::metrics::mmd_rbf(x, y);
+    else if (name == "sliced_w2") out[name] = flowkit::metrics::sliced_w2(x, y, projections, gen);
     else {
       if (!stats) stats = modes(x);
       out[name] = name == "mode_coverage" ? stats->coverage : stats->precision;
@@ -221,30 +154,30 @@ torch::Tensor sample_toy2d(const std::string& dataset, int64_t n, torch::Generat
   const auto D = torch::TensorOptions().dtype(torch::kDouble);
   torch::Tensor out;
   if (dataset == "8gaussians") {
-    torch::Tensor k = randint(8, {n}, gen);
-    out = eight_gaussians_centers().index_select(0, k) + (0.5 / std::sqrt(2.0)) * randn({n, 2}, gen, D);
+    torch::Tensor k = flowkit::random::randint(0, 8, {n}, gen);
+    out = eight_gaussians_centers().index_select(0, k) + (0.5 / std::sqrt(2.0)) * flowkit::random::randn({n, 2}, gen, D);
   } else if (dataset == "moons") {
-    torch::Tensor theta = M_PI * rand({n}, gen, D);
-    torch::Tensor lower = randint(2, {n}, gen).to(torch::kDouble);
+    torch::Tensor theta = M_PI * flowkit::random::rand({n}, gen, D);
+    torch::Tensor lower = flowkit::random::randint(0, 2, {n}, gen).to(torch::kDouble);
     torch::Tensor px = torch::cos(theta) * (1 - lower) + (1 - torch::cos(theta)) * lower;
     torch::Tensor py = torch::sin(theta) * (1 - lower) + (0.5 - torch::sin(theta)) * lower;
-    out = (torch::stack({px, py}, 1) + 0.1 * randn({n, 2}, gen, D)) * 2 +
+    out = (torch::stack({px, py}, 1) + 0.1 * flowkit::random::randn({n, 2}, gen, D)) * 2 +
           torch::tensor({-1.0, -0.2}, D).unsqueeze(0);
   } else if (dataset == "checkerboard") {
-    torch::Tensor x1 = rand({n}, gen, D) * 4 - 2;
-    torch::Tensor x2 = rand({n}, gen, D) - randint(2, {n}, gen).to(torch::kDouble) * 2;
+    torch::Tensor x1 = flowkit::random::rand({n}, gen, D) * 4 - 2;
+    torch::Tensor x2 = flowkit::random::rand({n}, gen, D) - flowkit::random::randint(0, 2, {n}, gen).to(torch::kDouble) * 2;
     x2 = x2 + torch::remainder(torch::floor(x1), 2);
     out = torch::stack({x1, x2}, 1) * 2;
   } else if (dataset == "spirals") {
-    torch::Tensor theta = torch::sqrt(rand({n}, gen, D)) * (3 * M_PI);
-    torch::Tensor dx = -torch::cos(theta) * theta + rand({n}, gen, D) * 0.5;
-    torch::Tensor dy = torch::sin(theta) * theta + rand({n}, gen, D) * 0.5;
-    torch::Tensor sign = randint(2, {n}, gen).to(torch::kDouble) * 2 - 1;
-    out = torch::stack({dx, dy}, 1) * sign.unsqueeze(1) / 3 + 0.1 * randn({n, 2}, gen, D);
+    torch::Tensor theta = torch::sqrt(flowkit::random::rand({n}, gen, D)) * (3 * M_PI);
+    torch::Tensor dx = -torch::cos(theta) * theta + flowkit::random::rand({n}, gen, D) * 0.5;
+    torch::Tensor dy = torch::sin(theta) * theta + flowkit::random::rand({n}, gen, D) * 0.5;
+    torch::Tensor sign = flowkit::random::randint(0, 2, {n}, gen).to(torch::kDouble) * 2 - 1;
+    out = torch::stack({dx, dy}, 1) * sign.unsqueeze(1) / 3 + 0.1 * flowkit::random::randn({n, 2}, gen, D);
   } else if (dataset == "rings") {
-    torch::Tensor r = torch::tensor(rings_radii(), D).index_select(0, randint(4, {n}, gen));
-    torch::Tensor theta = 2 * M_PI * rand({n}, gen, D);
-    r = r + 0.08 * randn({n}, gen, D);
+    torch::Tensor r = torch::tensor(rings_radii(), D).index_select(0, flowkit::random::randint(0, 4, {n}, gen));
+    torch::Tensor theta = 2 * M_PI * flowkit::random::rand({n}, gen, D);
+    r = r + 0.08 * flowkit::random::randn({n}, gen, D);
     out = torch::stack({r * torch::cos(theta), r * torch::sin(theta)}, 1);
   } else {
     throw flowkit::Error("toy2d: unknown dataset '" + dataset + "'");
@@ -294,8 +227,8 @@ std::vector<std::string> Toy2dDomain::write(const Batch& samples, const std::str
 }
 
 std::unique_ptr<flowkit::Component> make_toy2d(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
-  std::string dataset = choice_param(cfg, "dataset", "8gaussians", toy2d_datasets());
-  int64_t projections = param<int64_t>(cfg, "projections", 128, flowkit::Range::at_least(1));
+  std::string dataset = cfg.get<std::string>("dataset");
+  int64_t projections = cfg.get<int64_t>("projections");
   return std::make_unique<Toy2dDomain>(dataset, projections, ctx.device);
 }
 
@@ -351,16 +284,6 @@ DigitsData load_digits_csv_gz(const std::string& file) {
   d.pixels = torch::tensor(pixels, torch::kLong).reshape({n, 64});
   d.labels = torch::tensor(labels, torch::kLong);
   return d;
-}
-
-std::string plugin_directory() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&plugin_directory), &info) == 0 || !info.dli_fname)
-    throw flowkit::Error("standard: cannot locate the plugin library (dladdr failed)");
-  std::error_code ec;
-  fs::path lib = fs::weakly_canonical(fs::absolute(info.dli_fname), ec);
-  if (ec) lib = fs::absolute(info.dli_fname);
-  return lib.parent_path().string();
 }
 
 // ---- FD-digits: the frozen classifier and the Frechet distance ------------------------------
@@ -508,7 +431,7 @@ DigitsDomain::DigitsDomain(const std::string& file, int64_t projections, std::st
 }
 
 Batch DigitsDomain::train_batch(int64_t n, torch::Generator& gen) {
-  torch::Tensor idx = randint(train_x_.size(0), {n}, gen);
+  torch::Tensor idx = flowkit::random::randint(0, train_x_.size(0), {n}, gen);
   Batch b;
   b.set("x", train_x_.index_select(0, idx).to(device_));
   b.set("label", train_y_.index_select(0, idx).to(device_));
@@ -516,7 +439,7 @@ Batch DigitsDomain::train_batch(int64_t n, torch::Generator& gen) {
 }
 
 Batch DigitsDomain::reference(int64_t n, torch::Generator& gen) {
-  torch::Tensor idx = randperm(test_x_.size(0), gen).slice(0, 0, std::min(n, test_x_.size(0)));
+  torch::Tensor idx = flowkit::random::randperm(test_x_.size(0), gen).slice(0, 0, std::min(n, test_x_.size(0)));
   Batch b;
   b.set("x", test_x_.index_select(0, idx).to(device_));
   b.set("label", test_y_.index_select(0, idx).to(device_));
@@ -525,7 +448,7 @@ Batch DigitsDomain::reference(int64_t n, torch::Generator& gen) {
 
 flowkit::Conditioning DigitsDomain::sample_conditions(int64_t, int64_t n, torch::Generator& gen) const {
   flowkit::Conditioning c;
-  c.set("label", randint(10, {n}, gen).to(device_));
+  c.set("label", flowkit::random::randint(0, 10, {n}, gen).to(device_));
   return c;
 }
 
@@ -578,11 +501,11 @@ std::vector<std::string> DigitsDomain::write(const Batch& samples, const std::st
 }
 
 std::unique_ptr<flowkit::Component> make_digits(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
-  std::optional<std::string> file = optional_string(cfg, "file");
-  int64_t projections = param<int64_t>(cfg, "projections", 128, flowkit::Range::at_least(1));
-  std::optional<std::string> classifier = optional_string(cfg, "classifier");
+  std::optional<std::string> file = cfg.optional<std::string>("file");
+  int64_t projections = cfg.get<int64_t>("projections");
+  std::optional<std::string> classifier = cfg.optional<std::string>("classifier");
   if (classifier && !fs::exists(*classifier)) cfg.fail("classifier", "no such file: '" + *classifier + "'");
-  std::string path = file ? *file : (fs::path(plugin_directory()) / "data" / "digits.csv.gz").string();
+  std::string path = file ? *file : (fs::path(ctx.plugin_dir) / "data" / "digits.csv.gz").string();
   if (!fs::exists(path))
     cfg.fail("file", file ? "no such file: '" + path + "'"
                           : "the digits data is not installed beside the plugin ('" + path +

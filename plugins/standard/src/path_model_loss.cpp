@@ -5,6 +5,7 @@
 
 #include "flowkit/domain.h"
 #include "flowkit/error.h"
+#include "flowkit/random.h"
 #include "standard/affine_path.h"
 #include "standard/cfm_loss.h"
 #include "standard/mlp.h"
@@ -87,7 +88,7 @@ torch::Tensor AffinePath::prior(int64_t n, const std::vector<int64_t>& item_shap
                                 const torch::TensorOptions& options) const {
   std::vector<int64_t> shape{n};
   shape.insert(shape.end(), item_shape.begin(), item_shape.end());
-  return randn(shape, gen, options);
+  return flowkit::random::randn(shape, gen, options);
 }
 
 torch::Tensor AffinePath::velocity_to_score(const torch::Tensor& v, const torch::Tensor& x,
@@ -133,10 +134,10 @@ torch::Tensor AffinePath::epsilon_to_target(const torch::Tensor& eps, const torc
 }
 
 std::unique_ptr<flowkit::Component> make_affine_path(const flowkit::Config& cfg, const flowkit::BuildContext&) {
-  std::string name = choice_param(cfg, "scheduler", "condot", {"condot", "polynomial", "vp", "cosine"});
-  double exponent = param<double>(cfg, "exponent", 2.0, flowkit::Range::positive());
-  double beta_min = param<double>(cfg, "beta_min", 0.1, flowkit::Range::at_least(0.0));
-  double beta_max = param<double>(cfg, "beta_max", 20.0, flowkit::Range::positive());
+  std::string name = cfg.get<std::string>("scheduler");
+  double exponent = cfg.get<double>("exponent");
+  double beta_min = cfg.get<double>("beta_min");
+  double beta_max = cfg.get<double>("beta_max");
   if (beta_max < beta_min) cfg.fail("beta_max", "must be >= beta_min");
   return std::make_unique<AffinePath>(make_scheduler(name, exponent, beta_min, beta_max));
 }
@@ -203,11 +204,11 @@ torch::Tensor MLPModel::forward(const torch::Tensor& x, const torch::Tensor& t, 
 
 std::unique_ptr<flowkit::Component> make_mlp(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
   MLPOptions o;
-  o.hidden = param<int64_t>(cfg, "hidden", 256, flowkit::Range::at_least(1));
-  o.layers = param<int64_t>(cfg, "layers", 3, flowkit::Range::at_least(1));
-  o.activation = choice_param(cfg, "activation", "silu", {"silu", "relu", "gelu", "tanh"});
-  o.time_embedding_dim = param<int64_t>(cfg, "time_embedding_dim", 64, flowkit::Range::at_least(2));
-  o.class_conditional = param<bool>(cfg, "class_conditional", false);
+  o.hidden = cfg.get<int64_t>("hidden");
+  o.layers = cfg.get<int64_t>("layers");
+  o.activation = cfg.get<std::string>("activation");
+  o.time_embedding_dim = cfg.get<int64_t>("time_embedding_dim");
+  o.class_conditional = cfg.get<bool>("class_conditional");
   if (!ctx.domain) cfg.fail("type", "standard.mlp needs a domain (for the input shape), but the pipeline has none");
   std::vector<int64_t> shape = ctx.domain->item_shape();
   if (shape.empty()) cfg.fail("type", "standard.mlp needs a domain with a fixed item shape");
@@ -223,8 +224,8 @@ std::unique_ptr<flowkit::Component> make_mlp(const flowkit::Config& cfg, const f
 // ---- CFM loss ---------------------------------------------------------------------------
 
 torch::Tensor sample_times(const CFMOptions& o, int64_t n, torch::Generator& gen, const torch::TensorOptions& opts) {
-  if (o.time_sampler == "logit_normal") return torch::sigmoid(o.logit_mean + o.logit_std * randn({n}, gen, opts));
-  return rand({n}, gen, opts);
+  if (o.time_sampler == "logit_normal") return torch::sigmoid(o.logit_mean + o.logit_std * flowkit::random::randn({n}, gen, opts));
+  return flowkit::random::rand({n}, gen, opts);
 }
 
 flowkit::LossOutput CFMLoss::compute(flowkit::Model& model, const flowkit::Path* path, const flowkit::Batch& batch,
@@ -243,7 +244,7 @@ flowkit::LossOutput CFMLoss::compute(flowkit::Model& model, const flowkit::Path*
   if (batch.has("label")) {
     torch::Tensor label = batch.at("label").to(torch::kLong);
     if (options_.label_dropout > 0) {
-      torch::Tensor drop = rand({B}, gen, label.options().dtype(torch::kFloat)) < options_.label_dropout;
+      torch::Tensor drop = flowkit::random::rand({B}, gen, label.options().dtype(torch::kFloat)) < options_.label_dropout;
       label = torch::where(drop, torch::full_like(label, options_.num_classes), label);
     }
     cond.set("label", label);
@@ -257,10 +258,10 @@ flowkit::LossOutput CFMLoss::compute(flowkit::Model& model, const flowkit::Path*
 
 std::unique_ptr<flowkit::Component> make_cfm(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
   CFMOptions o;
-  o.time_sampler = choice_param(cfg, "time_sampler", "uniform", {"uniform", "logit_normal"});
-  o.logit_mean = param<double>(cfg, "logit_mean", 0.0);
-  o.logit_std = param<double>(cfg, "logit_std", 1.0, flowkit::Range::positive());
-  o.label_dropout = param<double>(cfg, "label_dropout", 0.0, {0.0, 1.0});
+  o.time_sampler = cfg.get<std::string>("time_sampler");
+  o.logit_mean = cfg.get<double>("logit_mean");
+  o.logit_std = cfg.get<double>("logit_std");
+  o.label_dropout = cfg.get<double>("label_dropout");
   if (!ctx.path) cfg.fail("type", "standard.cfm needs a path, but the pipeline has none");
   o.num_classes = ctx.domain ? ctx.domain->num_classes() : 0;
   if (o.label_dropout > 0 && o.num_classes <= 0)

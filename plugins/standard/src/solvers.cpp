@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "flowkit/capabilities/velocity_conversions.h"
+#include "flowkit/capability.h"
+#include "flowkit/random.h"
 #include "flowkit/error.h"
 #include "flowkit/model.h"
 #include "flowkit/path.h"
@@ -24,12 +27,12 @@ torch::Tensor make_grid(const GridOptions& o, int64_t steps) {
   return torch::linspace(o.t0, o.t1, (steps > 0 ? steps : o.steps) + 1, dbl);
 }
 
-GridOptions read_grid_options(const flowkit::Config& cfg, int64_t default_steps) {
+GridOptions read_grid_options(const flowkit::Config& cfg) {
   GridOptions o;
-  o.steps = param<int64_t>(cfg, "steps", default_steps, flowkit::Range::at_least(1));
+  o.steps = cfg.get<int64_t>("steps");
   o.time_grid = optional_number_array(cfg, "time_grid");
-  o.t0 = param<double>(cfg, "t0", 0.0);
-  o.t1 = param<double>(cfg, "t1", 1.0);
+  o.t0 = cfg.get<double>("t0");
+  o.t1 = cfg.get<double>("t1");
   if (o.t0 == o.t1) cfg.fail("t1", "must differ from t0");
   if (o.time_grid) {
     const auto& g = *o.time_grid;
@@ -203,7 +206,7 @@ SolveResult EulerMaruyamaSolver::integrate(const VectorField& f, const torch::Te
     torch::Tensor drift = f(x, time_tensor(ts[i], x));
     r.nfe += 1;
     x = x + h * drift;
-    if (diffusion_ != 0) x = x + (diffusion_ * std::sqrt(std::abs(h))) * randn(x.sizes(), gen, x.options());
+    if (diffusion_ != 0) x = x + (diffusion_ * std::sqrt(std::abs(h))) * flowkit::random::randn(x.sizes(), gen, x.options());
     if (keep) r.intermediates.push_back(x);
   }
   r.x = x;
@@ -218,11 +221,15 @@ SolveResult EulerMaruyamaSolver::sample(flowkit::Model& model, const flowkit::Pa
   torch::Tensor times = grid(request.steps);
   const double half_g2 = 0.5 * diffusion_ * diffusion_;
   const flowkit::Conditioning& cond = request.cond;
+  const flowkit::VelocityConversions* conversions =
+      half_g2 == 0 ? nullptr
+                   : &flowkit::require_capability<flowkit::VelocityConversions>(
+                         path, "standard.euler_maruyama", "a path that turns velocities into scores (VelocityConversions, e.g. standard.affine)");
   VectorField drift = [&](const torch::Tensor& x, const torch::Tensor& t) {
     torch::Tensor tb = t.expand({x.size(0)});
     torch::Tensor v = model.forward(x, tb, cond);
     if (half_g2 == 0) return v;
-    return v + half_g2 * path->velocity_to_score(v, x, tb);
+    return v + half_g2 * conversions->velocity_to_score(v, x, tb);
   };
   return integrate(drift, x0, times, gen, request.keep_intermediates);
 }
@@ -230,28 +237,28 @@ SolveResult EulerMaruyamaSolver::sample(flowkit::Model& model, const flowkit::Pa
 // ---- factories --------------------------------------------------------------------------
 
 std::unique_ptr<flowkit::Component> make_euler(const flowkit::Config& cfg, const flowkit::BuildContext&) {
-  return std::make_unique<FixedStepSolver>("euler", &euler_step, read_grid_options(cfg, 50));
+  return std::make_unique<FixedStepSolver>("euler", &euler_step, read_grid_options(cfg));
 }
 std::unique_ptr<flowkit::Component> make_midpoint(const flowkit::Config& cfg, const flowkit::BuildContext&) {
-  return std::make_unique<FixedStepSolver>("midpoint", &midpoint_step, read_grid_options(cfg, 50));
+  return std::make_unique<FixedStepSolver>("midpoint", &midpoint_step, read_grid_options(cfg));
 }
 std::unique_ptr<flowkit::Component> make_heun(const flowkit::Config& cfg, const flowkit::BuildContext&) {
-  return std::make_unique<FixedStepSolver>("heun", &heun_step, read_grid_options(cfg, 50));
+  return std::make_unique<FixedStepSolver>("heun", &heun_step, read_grid_options(cfg));
 }
 std::unique_ptr<flowkit::Component> make_rk4(const flowkit::Config& cfg, const flowkit::BuildContext&) {
-  return std::make_unique<FixedStepSolver>("rk4", &rk4_step, read_grid_options(cfg, 50));
+  return std::make_unique<FixedStepSolver>("rk4", &rk4_step, read_grid_options(cfg));
 }
 std::unique_ptr<flowkit::Component> make_dopri5(const flowkit::Config& cfg, const flowkit::BuildContext&) {
   Dopri5Options o;
-  o.atol = param<double>(cfg, "atol", 1e-5, flowkit::Range::positive());
-  o.rtol = param<double>(cfg, "rtol", 1e-5, flowkit::Range::at_least(0.0));
-  o.max_steps = param<int64_t>(cfg, "max_steps", 10000, flowkit::Range::at_least(1));
-  // The grid only says where states are reported; one interval by default.
-  return std::make_unique<Dopri5Solver>(o, read_grid_options(cfg, 1));
+  o.atol = cfg.get<double>("atol");
+  o.rtol = cfg.get<double>("rtol");
+  o.max_steps = cfg.get<int64_t>("max_steps");
+  // The grid only says where states are reported (one interval by default: steps = 1).
+  return std::make_unique<Dopri5Solver>(o, read_grid_options(cfg));
 }
 std::unique_ptr<flowkit::Component> make_euler_maruyama(const flowkit::Config& cfg, const flowkit::BuildContext&) {
-  double g = param<double>(cfg, "diffusion", 1.0, flowkit::Range::at_least(0.0));
-  return std::make_unique<EulerMaruyamaSolver>(g, read_grid_options(cfg, 50));
+  double g = cfg.get<double>("diffusion");
+  return std::make_unique<EulerMaruyamaSolver>(g, read_grid_options(cfg));
 }
 
 }  // namespace standard

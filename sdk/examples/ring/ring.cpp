@@ -47,8 +47,8 @@ class Circle final : public flowkit::Domain {
 };
 
 std::unique_ptr<flowkit::Component> make_circle(const flowkit::Config& cfg, const flowkit::BuildContext&) {
-  return std::make_unique<Circle>(cfg.get<double>("radius", 2.0, flowkit::Range::at_least(0.1)),
-                                  cfg.get<double>("noise", 0.05, flowkit::Range::at_least(0)));
+  // Defaults and ranges live in plugin.json; the host has checked and filled them in.
+  return std::make_unique<Circle>(cfg.get<double>("radius"), cfg.get<double>("noise"));
 }
 
 void register_components(flowkit::Registry& registry) {

@@ -19,5 +19,7 @@ std::unique_ptr<Session> open_run(const std::string& run_dir, PluginHost& host, 
 // (0 keeps it). The policy refers to the session: it must not be called after the session
 // is destroyed. Not thread-safe: one policy per thread.
 Policy make_policy(Session& session, int64_t steps = 0);
+// Network evaluations of the last policy call (1 for a one-step policy).
+int64_t last_policy_nfe(Session& session);
 
 }  // namespace flowkit::core

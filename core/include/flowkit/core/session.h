@@ -30,6 +30,8 @@ struct TrainSummary {
   std::string checkpoint;
 };
 
+struct SessionState;
+
 class Session {
  public:
   // Builds every component (loading plugins on first use). Throws flowkit::Error.
@@ -40,7 +42,8 @@ class Session {
   TrainSummary train();
   // Generates train/sample "count" samples and writes them; returns the files written.
   std::vector<std::string> sample();
-  // Generates samples in memory and computes the eval metrics against held-out data;
+  // Generates samples in memory and computes the eval metrics against held-out data (and,
+  // for an invertible model, the exact NLL of the reference in bits per dimension);
   // appends them to metrics.jsonl and writes eval.json.
   nlohmann::json evaluate();
   // Loads a checkpoint (default: the latest in the run directory) into model and EMA.
@@ -50,8 +53,7 @@ class Session {
 
  private:
   friend struct SessionAccess;  // flowkit/core/embed.h
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<SessionState> impl_;
 };
 
 }  // namespace flowkit::core

@@ -14,6 +14,7 @@
 
 namespace crysbfn {
 
+// Defaults are plugin.json's (a test checks they agree); the factory reads every key.
 struct CrystalDomainOptions {
   std::string train_file;      // CDVAE CSV (.csv or .csv.gz) sampled for training
   std::string reference_file;  // CDVAE CSV whose leading rows are the fixed reference subset
@@ -24,9 +25,18 @@ struct CrystalDomainOptions {
   double min_volume = 0.1;     // structural validity: smallest allowed cell volume (Å^3)
 };
 
+// Capability of a crystal domain: the elements of its training data, the vocabulary of a
+// network that generates atom types (crysbfn.cspnet with type_input "distribution").
+class CrystalVocabulary {
+ public:
+  virtual ~CrystalVocabulary();
+  // Sorted distinct atomic numbers.
+  virtual std::vector<int64_t> training_elements() const = 0;
+};
+
 // Batches follow crysbfn/crystal.h (to_batch). The primary field "x" is [B, 6] lattice
 // parameters; item_shape() is {6}.
-class CrystalDomain : public flowkit::Domain {
+class CrystalDomain : public flowkit::Domain, public CrystalVocabulary {
  public:
   CrystalDomain(CrystalDomainOptions options, std::string device);
   // Built from crystals directly (tests).
@@ -61,6 +71,8 @@ class CrystalDomain : public flowkit::Domain {
   std::vector<std::string> write(const flowkit::Batch& samples, const std::string& dir,
                                  const std::string& stem) const override;
 
+  std::vector<int64_t> training_elements() const override;
+
   const std::vector<Crystal>& train_crystals() const { return train_; }
   const std::vector<Crystal>& reference_crystals() const { return reference_; }
   int64_t skipped_rows() const { return skipped_; }
@@ -74,10 +86,8 @@ class CrystalDomain : public flowkit::Domain {
   torch::Device device_;
 };
 
-// Factory of `crysbfn.crystal`; data default: data/perov_5/{val,test}.csv.gz beside the plugin.
+// Factory of `crysbfn.crystal`; data default: ctx.plugin_dir/data/perov_5/{val,test}.csv.gz.
 std::unique_ptr<flowkit::Component> make_crystal_domain(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
 void register_components(flowkit::Registry& registry);
-// Folder of the library holding this code (libcrysbfn.so, or the test executable).
-std::string plugin_directory();
 
 }  // namespace crysbfn

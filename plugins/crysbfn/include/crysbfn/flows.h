@@ -2,7 +2,8 @@
 // DiffCSP-style diffusion (`crysbfn.diffusion`). Each holds its schedules, so the loss and the
 // sampler of a pipeline read one definition. Through the generic flowkit::Path contract each
 // exposes its lattice process on a plain tensor (t = 0 prior, t = 1 data); the per-atom parts
-// are the extra methods below, used by crysbfn's losses and samplers.
+// are the capabilities BayesianFlowSchedule and DiffusionSchedule below, which crysbfn's
+// losses and samplers query with flowkit::capability<>.
 #pragma once
 #include <torch/torch.h>
 
@@ -18,6 +19,7 @@
 namespace crysbfn {
 
 // ---- CrysBFN ------------------------------------------------------------------------------
+// Defaults are plugin.json's (a test checks they agree); the factory reads every key.
 struct BayesianFlowOptions {
   int64_t steps = 10;            // N: discrete-time steps of training (and of the full sampler)
   double beta1 = 1e3;            // final coordinate accuracy (von Mises concentration)
@@ -28,27 +30,43 @@ struct BayesianFlowOptions {
   std::string schedule_file;     // optional (i, alpha, beta) table instead of the computed schedule
 };
 
-class BayesianFlow : public flowkit::Path {
+// Capability of a crystal Bayesian flow: its schedules and flow distributions, as the BFN
+// loss and sampler use them.
+class BayesianFlowSchedule {
  public:
-  explicit BayesianFlow(BayesianFlowOptions o);
-  const BayesianFlowOptions& options() const { return o_; }
-  const AccuracySchedule& schedule() const { return schedule_; }
-
+  virtual ~BayesianFlowSchedule();
+  virtual const BayesianFlowOptions& options() const = 0;
+  // The coordinates' accuracy schedule alpha_1..alpha_N (and beta).
+  virtual const AccuracySchedule& schedule() const = 0;
   // gamma(t) = 1 - sigma1^(2t): the Gaussian BFN's accuracy fraction at time t.
-  torch::Tensor gamma(const torch::Tensor& t) const;
+  virtual torch::Tensor gamma(const torch::Tensor& t) const = 0;
   // mu ~ N(gamma x, gamma (1 - gamma)): the Gaussian Bayesian-flow distribution.
-  torch::Tensor gaussian_flow(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen) const;
+  virtual torch::Tensor gaussian_flow(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen) const = 0;
   // Weight of the discrete-time Gaussian loss at step i (1..N): N (1 - s^(2/N)) / (2 s^(2i/N)).
-  torch::Tensor gaussian_weight(const torch::Tensor& i) const;
+  virtual torch::Tensor gaussian_weight(const torch::Tensor& i) const = 0;
   // Weight of the circular loss at step i: N alpha_i I1(alpha_i)/I0(alpha_i) (the code's).
-  torch::Tensor circular_weight(const torch::Tensor& i) const;
+  virtual torch::Tensor circular_weight(const torch::Tensor& i) const = 0;
   // Per-atom conditioning input of a belief: periodic: normalised log concentration of c;
   // Euclidean: the same quantity for the Gaussian precision 1/(1 - gamma(t)).
-  torch::Tensor accuracy_input(const torch::Tensor& c) const { return normalised_log_accuracy(c, o_.beta1); }
-  torch::Tensor euclidean_accuracy_input(const torch::Tensor& t_atoms) const;
+  virtual torch::Tensor accuracy_input(const torch::Tensor& c) const = 0;
+  virtual torch::Tensor euclidean_accuracy_input(const torch::Tensor& t_atoms) const = 0;
   // Discrete BFN on types: theta = softmax(y), y ~ N(beta(t)(K p - 1), beta(t) K I), p [A,K]
   // (a one-hot of the data in training, the network's distribution in end-back sampling).
-  torch::Tensor type_flow(const torch::Tensor& p, const torch::Tensor& t_atoms, torch::Generator& gen) const;
+  virtual torch::Tensor type_flow(const torch::Tensor& p, const torch::Tensor& t_atoms, torch::Generator& gen) const = 0;
+};
+
+class BayesianFlow : public flowkit::Path, public BayesianFlowSchedule {
+ public:
+  explicit BayesianFlow(BayesianFlowOptions o);
+  const BayesianFlowOptions& options() const override { return o_; }
+  const AccuracySchedule& schedule() const override { return schedule_; }
+  torch::Tensor gamma(const torch::Tensor& t) const override;
+  torch::Tensor gaussian_flow(const torch::Tensor& x, const torch::Tensor& t, torch::Generator& gen) const override;
+  torch::Tensor gaussian_weight(const torch::Tensor& i) const override;
+  torch::Tensor circular_weight(const torch::Tensor& i) const override;
+  torch::Tensor accuracy_input(const torch::Tensor& c) const override { return normalised_log_accuracy(c, o_.beta1); }
+  torch::Tensor euclidean_accuracy_input(const torch::Tensor& t_atoms) const override;
+  torch::Tensor type_flow(const torch::Tensor& p, const torch::Tensor& t_atoms, torch::Generator& gen) const override;
 
   // flowkit::Path: the lattice's Gaussian flow with x0 = the standard normal draw:
   // xt = gamma x1 + sqrt(gamma (1 - gamma)) x0; prior = 0 (the flow's mean at t = 0).
@@ -63,6 +81,7 @@ class BayesianFlow : public flowkit::Path {
 };
 
 // ---- DiffCSP-style diffusion -----------------------------------------------------------------
+// Defaults are plugin.json's (a test checks they agree); the factory reads every key.
 struct DiffusionOptions {
   int64_t steps = 1000;        // T
   double sigma_begin = 0.005;  // wrapped-normal noise of the coordinates at s = 1
@@ -70,14 +89,24 @@ struct DiffusionOptions {
   double cosine_s = 0.008;     // cosine schedule of the lattice DDPM
 };
 
-class WrappedDiffusion : public flowkit::Path {
+// Capability of a crystal diffusion: its discrete schedules, index s in 0..T (0: data),
+// float64 tables of T+1 entries.
+class DiffusionSchedule {
+ public:
+  virtual ~DiffusionSchedule();
+  virtual const DiffusionOptions& options() const = 0;
+  virtual const torch::Tensor& alpha_bar() const = 0;   // lattice DDPM, alpha_bar[0] = 1
+  virtual const torch::Tensor& sigma() const = 0;       // coordinate noise, sigma[0] = 0
+  virtual const torch::Tensor& sigma_norm() const = 0;  // E[score^2] of WN(sigma)
+};
+
+class WrappedDiffusion : public flowkit::Path, public DiffusionSchedule {
  public:
   explicit WrappedDiffusion(DiffusionOptions o);
-  const DiffusionOptions& options() const { return o_; }
-  // Index s in 0..T (0: data). float64 tables.
-  const torch::Tensor& alpha_bar() const { return alpha_bar_; }  // [T+1], alpha_bar[0] = 1
-  const torch::Tensor& sigma() const { return sigma_; }          // [T+1], sigma[0] = 0
-  const torch::Tensor& sigma_norm() const { return sigma_norm_; }  // E[score^2] of WN(sigma), [T+1]
+  const DiffusionOptions& options() const override { return o_; }
+  const torch::Tensor& alpha_bar() const override { return alpha_bar_; }
+  const torch::Tensor& sigma() const override { return sigma_; }
+  const torch::Tensor& sigma_norm() const override { return sigma_norm_; }
   // Score of the wrapped normal WN(0, sigma^2) (period 1) at x: d/dx log sum_k N(x + k; 0, sigma^2).
   static torch::Tensor wrapped_normal_score(const torch::Tensor& x, const torch::Tensor& sigma);
 
@@ -94,7 +123,5 @@ class WrappedDiffusion : public flowkit::Path {
 
 std::unique_ptr<flowkit::Component> make_bayesian_flow(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
 std::unique_ptr<flowkit::Component> make_diffusion(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
-const BayesianFlow& as_bayesian_flow(const flowkit::Path* path, const std::string& who);
-const WrappedDiffusion& as_diffusion(const flowkit::Path* path, const std::string& who);
 
 }  // namespace crysbfn

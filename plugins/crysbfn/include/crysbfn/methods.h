@@ -1,6 +1,8 @@
 // crysbfn/methods.h — training objectives and samplers of CrysBFN and of the DiffCSP-style
-// baseline. Both read their schedules from the pipeline's path (crysbfn/flows.h) and run the
-// network through CrystalModel::predict (crysbfn/cspnet.h).
+// baseline. Both read their schedules from the pipeline's path through the capabilities
+// BayesianFlowSchedule / DiffusionSchedule (crysbfn/flows.h) and run the network through its
+// named crystal outputs (flowkit::NamedOutputModel, named fields in crysbfn/cspnet.h), so a
+// wrapper model that delegates capabilities works too.
 #pragma once
 #include <torch/torch.h>
 
@@ -18,6 +20,7 @@ namespace crysbfn {
 // i ~ U{1..N}, t = (i-1)/N; coordinates from the simulated circular flow at i-1 (or the
 // Gaussian flow in the Euclidean ablation), lattice from the Gaussian flow at t, types (gen)
 // from the discrete flow at t; loss = cost_lattice L_lattice + cost_coord L_coord (+ cost_type L_type).
+// Defaults are plugin.json's (a test checks they agree); the factory reads every key.
 struct BfnLossOptions {
   double cost_coord = 1, cost_lattice = 1, cost_type = 1;
   bool cosine = false;  // coordinate distance: false = squared minimum-image angle (code), true = 2(1 - cos) (paper)
@@ -38,11 +41,8 @@ class BfnLoss : public flowkit::Loss {
 class BfnSampler : public flowkit::Solver {
  public:
   explicit BfnSampler(int64_t steps) : steps_(steps) {}
-  flowkit::SolveResult integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
-                                 torch::Generator& gen, bool keep_intermediates) const override;
   flowkit::SolveResult sample(flowkit::Model& model, const flowkit::Path* path, const flowkit::SampleRequest& req,
                               torch::Generator& gen) const override;
-  torch::Tensor grid(int64_t steps) const override;
 
  private:
   int64_t steps_;  // 0: the flow's N
@@ -69,11 +69,8 @@ class DiffusionSampler : public flowkit::Solver {
  public:
   DiffusionSampler(int64_t steps, bool corrector, double step_lr, bool deterministic = false)
       : steps_(steps), corrector_(corrector), step_lr_(step_lr), deterministic_(deterministic) {}
-  flowkit::SolveResult integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
-                                 torch::Generator& gen, bool keep_intermediates) const override;
   flowkit::SolveResult sample(flowkit::Model& model, const flowkit::Path* path, const flowkit::SampleRequest& req,
                               torch::Generator& gen) const override;
-  torch::Tensor grid(int64_t steps) const override;
 
  private:
   int64_t steps_;

@@ -56,8 +56,6 @@ struct DigitsData {
 };
 // Reads the gzip CSV (65 integers a row); throws flowkit::Error naming the file and line.
 DigitsData load_digits_csv_gz(const std::string& file);
-// The folder of the library holding this code (libstandard.so, or the test executable).
-std::string plugin_directory();
 constexpr int64_t kDigitsTestRows = 297;  // the last 297 rows are the held-out split
 
 // The frozen digits classifier of the FD-digits metric: an MLP 64 -> 256 -> 128 -> 10 (ReLU) on

@@ -10,7 +10,7 @@
 
 #include "flowkit/config.h"
 #include "flowkit/registry.h"
-#include "flowkit/solver.h"
+#include "flowkit/capabilities/ode_integrator.h"
 
 namespace standard {
 
@@ -25,8 +25,8 @@ struct GridOptions {
 // steps > 0: a uniform grid with that many steps (an explicit request wins); steps == 0:
 // the configured time_grid if any, else a uniform grid of options.steps. 1-D float64, CPU.
 torch::Tensor make_grid(const GridOptions& options, int64_t steps);
-// Reads steps, time_grid, t0, t1 (default steps given by the caller).
-GridOptions read_grid_options(const flowkit::Config& cfg, int64_t default_steps);
+// Reads steps, time_grid, t0, t1.
+GridOptions read_grid_options(const flowkit::Config& cfg);
 
 // One step of size h from (x, t); adds the number of field evaluations to *nfe. Pure.
 using StepFunction = torch::Tensor (*)(const flowkit::VectorField& f, const torch::Tensor& x, double t, double h,
@@ -36,7 +36,7 @@ torch::Tensor midpoint_step(const flowkit::VectorField& f, const torch::Tensor& 
 torch::Tensor heun_step(const flowkit::VectorField& f, const torch::Tensor& x, double t, double h, int64_t* nfe);
 torch::Tensor rk4_step(const flowkit::VectorField& f, const torch::Tensor& x, double t, double h, int64_t* nfe);
 
-class FixedStepSolver : public flowkit::Solver {
+class FixedStepSolver : public flowkit::IntegratingSolver {
  public:
   FixedStepSolver(std::string method, StepFunction step, GridOptions grid);
   flowkit::SolveResult integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
@@ -59,7 +59,7 @@ struct Dopri5Options {
 // Adaptive Dormand–Prince 5(4) with FSAL, Hairer's initial step selection and the
 // error norm RMS(err / (atol + rtol max(|x|, |x_new|))). It steps between successive grid
 // times (never across one) and returns the states there; the step size carries over.
-class Dopri5Solver : public flowkit::Solver {
+class Dopri5Solver : public flowkit::IntegratingSolver {
  public:
   Dopri5Solver(Dopri5Options options, GridOptions grid) : options_(options), grid_(std::move(grid)) {}
   flowkit::SolveResult integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,
@@ -72,9 +72,9 @@ class Dopri5Solver : public flowkit::Solver {
 };
 
 // integrate(): x += f(x, t) h + g sqrt(|h|) N(0, I) (f is the full drift).
-// sample(): drift v + (g^2 / 2) score with score = path.velocity_to_score(v, x, t), which
+// sample(): drift v + (g^2 / 2) score with the path's VelocityConversions score, which
 // has the same marginals as the probability-flow ODE for any constant g.
-class EulerMaruyamaSolver : public flowkit::Solver {
+class EulerMaruyamaSolver : public flowkit::IntegratingSolver {
  public:
   EulerMaruyamaSolver(double diffusion, GridOptions grid) : diffusion_(diffusion), grid_(std::move(grid)) {}
   flowkit::SolveResult integrate(const flowkit::VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,

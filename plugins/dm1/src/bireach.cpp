@@ -1,4 +1,6 @@
 // BiReach2D: the environment, the scripted bimodal expert, observations and the domain.
+#include "dm1/bireach.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -7,25 +9,19 @@
 #include <filesystem>
 #include <fstream>
 
-#include "dm1/dm1.h"
 #include "flowkit/error.h"
+#include "flowkit/random.h"
+#include "flowkit/sample_metrics.h"
 
 namespace dm1 {
 
-torch::Tensor randn(torch::IntArrayRef size, torch::Generator& gen, const torch::TensorOptions& options) {
-  return torch::randn(size, gen, options.device(gen.device())).to(options.device());
-}
-torch::Tensor rand(torch::IntArrayRef size, torch::Generator& gen, const torch::TensorOptions& options) {
-  return torch::rand(size, gen, options.device(gen.device())).to(options.device());
-}
-
 namespace {
 std::vector<double> uniform_draws(int64_t n, torch::Generator& gen) {
-  torch::Tensor u = rand({std::max<int64_t>(n, 1)}, gen, torch::kDouble).to(torch::kCPU).contiguous();
+  torch::Tensor u = flowkit::random::rand({std::max<int64_t>(n, 1)}, gen, torch::kDouble).to(torch::kCPU).contiguous();
   return std::vector<double>(u.data_ptr<double>(), u.data_ptr<double>() + n);
 }
 std::vector<double> normal_draws(int64_t n, torch::Generator& gen) {
-  torch::Tensor u = randn({std::max<int64_t>(n, 1)}, gen, torch::kDouble).to(torch::kCPU).contiguous();
+  torch::Tensor u = flowkit::random::randn({std::max<int64_t>(n, 1)}, gen, torch::kDouble).to(torch::kCPU).contiguous();
   return std::vector<double>(u.data_ptr<double>(), u.data_ptr<double>() + n);
 }
 double norm(Vec2 a) { return std::sqrt(a.x * a.x + a.y * a.y); }
@@ -172,21 +168,17 @@ flowkit::Conditioning observe(const BiReachEnv& env, const std::string& variant)
   return c;
 }
 
+std::map<std::string, std::vector<int64_t>> observation_shapes(const EnvOptions& o, const std::string& variant) {
+  if (variant == "state") return {{"obs", {4 + o.goals}}};
+  return {{"obs", {1, o.image_size, o.image_size}}, {"proprio", {4}}};
+}
+
 std::pair<double, double> wilson(double k, double n, double z) {
   if (n <= 0) return {0.0, 1.0};
   double p = k / n, z2 = z * z;
   double centre = (p + z2 / (2 * n)) / (1 + z2 / n);
   double half = z * std::sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n);
   return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
-}
-
-double energy_distance(const torch::Tensor& a_in, const torch::Tensor& b_in) {
-  torch::NoGradGuard ng;
-  torch::Tensor a = a_in.to(torch::kCPU, torch::kDouble).flatten(1), b = b_in.to(torch::kCPU, torch::kDouble).flatten(1);
-  double ab = torch::cdist(a, b).mean().item<double>();
-  double aa = torch::cdist(a, a).mean().item<double>();
-  double bb = torch::cdist(b, b).mean().item<double>();
-  return 2 * ab - aa - bb;
 }
 
 // ---- domain -------------------------------------------------------------------------------
@@ -263,14 +255,12 @@ flowkit::Batch BiReachDomain::rows(const Data& d, const torch::Tensor& index) co
 }
 
 flowkit::Batch BiReachDomain::train_batch(int64_t n, torch::Generator& gen) {
-  torch::Tensor idx = torch::randint(train_.x.size(0), {n}, gen, torch::TensorOptions().dtype(torch::kLong).device(gen.device()))
-                          .to(torch::kCPU);
+  torch::Tensor idx = flowkit::random::randint(0, train_.x.size(0), {n}, gen);
   return rows(train_, idx);
 }
 
 flowkit::Batch BiReachDomain::reference(int64_t n, torch::Generator& gen) {
-  torch::Tensor idx = torch::randint(heldout_.x.size(0), {n}, gen, torch::TensorOptions().dtype(torch::kLong).device(gen.device()))
-                          .to(torch::kCPU);
+  torch::Tensor idx = flowkit::random::randint(0, heldout_.x.size(0), {n}, gen);
   return rows(heldout_, idx);
 }
 
@@ -280,13 +270,17 @@ flowkit::Conditioning BiReachDomain::sample_conditions(int64_t, int64_t n, torch
   return observe(env, o_.observation);
 }
 
+std::map<std::string, std::vector<int64_t>> BiReachDomain::condition_shapes() const {
+  return observation_shapes(o_.env, o_.observation);
+}
+
 std::vector<std::string> BiReachDomain::metric_names() const { return {"energy"}; }
 
 nlohmann::json BiReachDomain::evaluate(const flowkit::Batch& generated, const flowkit::Batch& reference,
                                        const std::vector<std::string>& metrics, torch::Generator&) const {
   nlohmann::json out = nlohmann::json::object();
   for (const auto& m : metrics) {
-    if (m == "energy") out["energy"] = energy_distance(generated.at("x"), reference.at("x"));
+    if (m == "energy") out["energy"] = flowkit::metrics::energy_distance(generated.at("x"), reference.at("x"));
     else throw flowkit::Error("dm1.bireach: unknown metric '" + m + "'");
   }
   return out;
@@ -364,12 +358,35 @@ nlohmann::json BiReachDomain::rollout(const flowkit::Policy& policy, const std::
       flowkit::Conditioning c;
       for (const auto& name : ref.names())
         if (name != "x") c.set(name, ref.at(name));
-      out["energy"] = energy_distance(policy(c, gen), ref.at("x"));
+      out["energy"] = flowkit::metrics::energy_distance(policy(c, gen), ref.at("x"));
     } else {
       throw flowkit::Error("dm1.bireach: unknown metric '" + m + "'");
     }
   }
   return out;
+}
+
+// ---- factory ------------------------------------------------------------------------------
+
+DomainOptions domain_options(const flowkit::Config& cfg) {
+  DomainOptions o;
+  o.observation = cfg.get<std::string>("observation");
+  o.demos = cfg.get<int64_t>("demos");
+  o.heldout_demos = cfg.get<int64_t>("heldout_demos");
+  o.data_seed = cfg.get<int64_t>("data_seed");
+  o.chunk = cfg.get<int64_t>("chunk");
+  o.execute = cfg.get<int64_t>("execute");
+  o.rollouts = cfg.get<int64_t>("rollouts");
+  o.env.horizon = cfg.get<int64_t>("horizon");
+  o.env.goals = cfg.get<int64_t>("goals");
+  o.env.image_size = cfg.get<int64_t>("image_size");
+  o.expert.noise = cfg.get<double>("expert_noise");
+  if (o.execute > o.chunk) cfg.fail("execute", "must be <= chunk");
+  return o;
+}
+
+std::unique_ptr<flowkit::Component> make_domain(const flowkit::Config& cfg, const flowkit::BuildContext&) {
+  return std::make_unique<BiReachDomain>(domain_options(cfg));
 }
 
 }  // namespace dm1

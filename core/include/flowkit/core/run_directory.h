@@ -1,0 +1,35 @@
+// flowkit/core/run_directory.h — the layout of a run directory, defined once:
+//   runs/<name>/pipeline.resolved.json  log.txt  metrics.jsonl  eval.json  weights.pt
+//               checkpoints/step_XXXXXXXX.pt  checkpoints/last.pt  <sample.output>/
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace flowkit::core {
+
+class RunDirectory {
+ public:
+  RunDirectory() = default;
+  explicit RunDirectory(std::filesystem::path root) : root_(std::move(root)) {}
+  RunDirectory(const std::string& runs_root, const std::string& name) : root_(std::filesystem::path(runs_root) / name) {}
+
+  const std::filesystem::path& root() const { return root_; }
+  std::filesystem::path resolved_pipeline() const { return root_ / "pipeline.resolved.json"; }
+  std::filesystem::path log() const { return root_ / "log.txt"; }
+  std::filesystem::path metrics() const { return root_ / "metrics.jsonl"; }
+  std::filesystem::path eval() const { return root_ / "eval.json"; }
+  std::filesystem::path weights() const { return root_ / "weights.pt"; }
+  std::filesystem::path checkpoints() const { return root_ / "checkpoints"; }
+  std::filesystem::path checkpoint(int64_t step) const;
+  std::filesystem::path last_checkpoint() const { return checkpoints() / "last.pt"; }
+  std::filesystem::path samples(const std::string& output) const { return root_ / output; }
+  // A run that has trained at least once (its last checkpoint exists).
+  bool has_checkpoint() const { return std::filesystem::exists(last_checkpoint()); }
+  void create() const { std::filesystem::create_directories(checkpoints()); }
+
+ private:
+  std::filesystem::path root_;
+};
+
+}  // namespace flowkit::core

@@ -1,0 +1,113 @@
+// Checkpoints (atomic, bit-exact resume: weights, EMA, buffers, optimizer, generator) and the
+// exported weights.pt that Python's torch.load reads.
+#include "session/state.h"
+
+#include "flowkit/io.h"
+
+namespace fs = std::filesystem;
+
+namespace flowkit::core {
+namespace {
+
+torch::Tensor string_tensor(const std::string& s) {
+  return torch::from_blob(const_cast<char*>(s.data()), {static_cast<int64_t>(s.size())}, torch::kUInt8).clone();
+}
+std::string tensor_string(const torch::Tensor& t) {
+  auto c = t.contiguous().to(torch::kCPU);
+  return std::string(reinterpret_cast<const char*>(c.data_ptr<uint8_t>()), static_cast<size_t>(c.numel()));
+}
+std::string parameter_names(Model& model) {
+  std::string names;
+  for (const auto& p : model.module().named_parameters()) names += p.key() + "\n";
+  return names;
+}
+
+}  // namespace
+
+void save_checkpoint(SessionState& s) {
+  Model& model = *s.parts.model;
+  torch::serialize::OutputArchive a;
+  a.write("format", torch::tensor(int64_t{1}));
+  a.write("step", torch::tensor(s.step));
+  a.write("parameter_names", string_tensor(parameter_names(model)));
+  auto params = model.module().parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    a.write("param_" + std::to_string(i), params[i].detach().cpu());
+    a.write("ema_" + std::to_string(i), s.ema->weights()[i].cpu());
+  }
+  auto buffers = model.module().buffers();
+  for (size_t i = 0; i < buffers.size(); ++i) a.write("buffer_" + std::to_string(i), buffers[i].cpu());
+  torch::serialize::OutputArchive opt;
+  s.optimizer->save(opt);
+  a.write("optimizer", opt);
+  a.write("rng", s.gen.get_state());
+  fs::path file = s.dir.checkpoint(s.step);
+  fs::path tmp = file;
+  tmp += ".tmp";
+  a.save_to(tmp.string());
+  fs::rename(tmp, file);
+  fs::path last_tmp = s.dir.last_checkpoint();
+  last_tmp += ".tmp";
+  fs::copy_file(file, last_tmp, fs::copy_options::overwrite_existing);
+  fs::rename(last_tmp, s.dir.last_checkpoint());
+}
+
+void export_weights(SessionState& s) {
+  Model& model = *s.parts.model;
+  auto swap = s.ema->swap_in(true);
+  c10::Dict<std::string, at::Tensor> dict;
+  for (const auto& p : model.module().named_parameters()) dict.insert(p.key(), p.value().detach().cpu().clone());
+  for (const auto& b : model.module().named_buffers()) dict.insert(b.key(), b.value().detach().cpu().clone());
+  std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
+  io::write_file_atomic(s.dir.weights().string(), std::string(bytes.begin(), bytes.end()));
+}
+
+void load_checkpoint(SessionState& s, const fs::path& file) {
+  Model& model = *s.parts.model;
+  if (!fs::exists(file)) throw Error("checkpoint '" + file.string() + "' does not exist; train first (flowkit train)");
+  torch::serialize::InputArchive a;
+  try {
+    a.load_from(file.string(), s.device);
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    throw Error("checkpoint '" + file.string() + "' cannot be read (corrupt or not a flowkit checkpoint): " +
+                what.substr(0, what.find('\n')));
+  }
+  try {
+    torch::Tensor names_t, step_t, rng;
+    a.read("parameter_names", names_t);
+    if (tensor_string(names_t) != parameter_names(model))
+      throw Error("it was written for a different model (parameter names differ)");
+    a.read("step", step_t);
+    torch::NoGradGuard no_grad;
+    auto params = model.module().parameters();
+    for (size_t i = 0; i < params.size(); ++i) {
+      torch::Tensor p, e;
+      a.read("param_" + std::to_string(i), p);
+      a.read("ema_" + std::to_string(i), e);
+      if (!p.sizes().equals(params[i].sizes())) throw Error("parameter shapes differ from the model's");
+      params[i].copy_(p);
+      s.ema->weights()[i] = e.to(s.device).clone();
+    }
+    auto buffers = model.module().buffers();
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      torch::Tensor b;
+      a.read("buffer_" + std::to_string(i), b);
+      buffers[i].copy_(b);
+    }
+    torch::serialize::InputArchive opt;
+    a.read("optimizer", opt);
+    s.optimizer->load(opt);
+    a.read("rng", rng);
+    s.gen.set_state(rng.cpu());
+    s.step = step_t.item<int64_t>();
+  } catch (const Error& e) {
+    throw Error("checkpoint '" + file.string() + "' does not fit this pipeline: " + e.what());
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    throw Error("checkpoint '" + file.string() + "' is incomplete or corrupt: " + what.substr(0, what.find('\n')));
+  }
+  spdlog::info("loaded checkpoint {} (step {})", file.string(), s.step);
+}
+
+}  // namespace flowkit::core

@@ -1,0 +1,109 @@
+// Evaluation: sample-based metrics against held-out data, or a policy rolled out in the
+// domain's environment; the exact NLL (bits/dim) of invertible models; representation probes.
+#include <chrono>
+
+#include "flowkit/core/diagnostics.h"
+#include "flowkit/core/embed.h"
+#include "session/state.h"
+
+namespace flowkit::core {
+namespace {
+
+std::vector<std::string> requested_metrics(const SessionState& s) {
+  std::vector<std::string> metrics = s.eval_cfg.get<nlohmann::json>("metrics").get<std::vector<std::string>>();
+  const auto known = s.parts.domain->metric_names();
+  if (metrics.empty()) return known;
+  for (size_t i = 0; i < metrics.size(); ++i)
+    if (std::find(known.begin(), known.end(), metrics[i]) == known.end())
+      throw ConfigError(s.pipeline.file, "/eval/metrics/" + std::to_string(i),
+                        "the domain has no metric \"" + metrics[i] + "\"" + did_you_mean(metrics[i], known) +
+                            "; it has: " + fmt::format("{}", fmt::join(known, ", ")));
+  return metrics;
+}
+
+// The conditioning of a reference batch: every field but "x".
+Conditioning conditioning_of(const Batch& batch) {
+  Conditioning cond;
+  for (const auto& name : batch.names())
+    if (name != "x") cond.set(name, batch.at(name));
+  return cond;
+}
+
+// Exact negative log-likelihood of the reference items, in bits per dimension.
+double reference_bits_per_dim(SessionState& s, InvertibleModel& flow, torch::Generator& g) {
+  torch::NoGradGuard no_grad;
+  auto swap = s.ema->swap_in(s.sample_cfg.get<bool>("use_ema"));
+  Batch ref = s.parts.domain->reference(s.eval_cfg.get<int64_t>("reference_count"), g).to(s.device);
+  const torch::Tensor& x = ref.at("x");
+  s.parts.model->module().eval();
+  torch::Tensor ll = flow.log_likelihood(x, conditioning_of(ref));
+  s.parts.model->module().train();
+  return bits_per_dim(ll, x[0].numel());
+}
+
+// Effective rank, mean pairwise distance and linear-probe accuracy of each representation
+// the model exposes, on reference items labelled by the field `label`.
+nlohmann::json probe_representations(SessionState& s, const std::string& label, torch::Generator& g) {
+  torch::NoGradGuard no_grad;
+  auto* rep_model = capability<RepresentationModel>(*s.parts.model);
+  if (!rep_model) {
+    spdlog::warn("eval.probe_label is set but the model exposes no representations");
+    return nlohmann::json::object();
+  }
+  auto swap = s.ema->swap_in(s.sample_cfg.get<bool>("use_ema"));
+  Batch ref = s.parts.domain->reference(s.eval_cfg.get<int64_t>("reference_count"), g).to(s.device);
+  if (!ref.has(label))
+    throw ConfigError(s.pipeline.file, "/eval/probe_label",
+                      "the reference batch has no field \"" + label + "\"; it has: " + fmt::format("{}", fmt::join(ref.names(), ", ")));
+  const torch::Tensor& x = ref.at("x");
+  s.parts.model->module().eval();
+  TensorMap reps = rep_model->forward_with_representations(x, torch::ones({x.size(0)}, x.options()), conditioning_of(ref)).second;
+  s.parts.model->module().train();
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [name, z] : reps)
+    out[name] = {{"dim", z.flatten(1).size(1)},
+                 {"effective_rank", effective_rank(z)},
+                 {"mean_pairwise_distance", mean_pairwise_distance(z)},
+                 {"probe_accuracy", linear_probe_accuracy(z, ref.at(label))}};
+  return out;
+}
+
+}  // namespace
+
+nlohmann::json evaluate_run(SessionState& s) {
+  if (!s.parts.domain) throw Error("evaluation needs a domain in the pipeline");
+  auto eval_gen = at::detail::createCPUGenerator(static_cast<uint64_t>(s.eval_cfg.get<int64_t>("seed")));
+  const std::vector<std::string> metrics = requested_metrics(s);
+  InvertibleModel* flow = capability<InvertibleModel>(*s.parts.model);
+  if (!s.parts.solver && !flow) throw Error("evaluation needs a solver in the pipeline");
+  int64_t nfe = 0;
+  nlohmann::json result = nlohmann::json::object();
+  if (const auto* env = capability<Environment>(*s.parts.domain)) {
+    // Closed loop: the environment asks the policy for an action chunk per observation row.
+    auto swap = s.ema->swap_in(s.sample_cfg.get<bool>("use_ema"));
+    Policy policy = policy_of(s, 0);
+    result = env->rollout(policy, metrics, eval_gen);
+    nfe = s.last_nfe;
+    s.parts.model->module().train();
+  } else if (s.parts.solver) {
+    auto g = make_generator(s.device, static_cast<uint64_t>(s.sample_cfg.get<int64_t>("seed")));
+    const auto t0 = std::chrono::steady_clock::now();
+    Batch samples = generate(s, s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("steps"),
+                             s.sample_cfg.get<bool>("use_ema"), g, &nfe);
+    const double sample_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    Batch reference = s.parts.domain->reference(s.eval_cfg.get<int64_t>("reference_count"), eval_gen);
+    result = s.parts.domain->evaluate(samples, reference, metrics, eval_gen);
+    result["samples"] = samples.at("x").size(0);
+    result["sample_seconds"] = sample_seconds;  // wall time of generating them (all chunks)
+  }
+  if (flow) result["nll_bits_per_dim"] = reference_bits_per_dim(s, *flow, eval_gen);
+  const std::string label = s.eval_cfg.get<std::string>("probe_label");
+  if (!label.empty()) result["representations"] = probe_representations(s, label, eval_gen);
+  result["step"] = s.step;
+  result["nfe"] = nfe;
+  io::write_file_atomic(s.dir.eval().string(), result.dump(2) + "\n");
+  append_json_line(s.dir.metrics(), {{"eval", result}});
+  return result;
+}
+
+}  // namespace flowkit::core

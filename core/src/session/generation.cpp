@@ -1,0 +1,84 @@
+// Generation: samples in chunks through the pipeline's solver (EMA weights), a trained run as
+// a policy, and opening a finished run for inference (flowkit/core/embed.h).
+#include "flowkit/core/embed.h"
+#include "session/state.h"
+
+namespace fs = std::filesystem;
+
+namespace flowkit::core {
+
+Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torch::Generator& g, int64_t* nfe) {
+  if (!s.parts.solver) throw Error("sampling needs a solver in the pipeline");
+  torch::NoGradGuard no_grad;
+  auto swap = s.ema->swap_in(use_ema);
+  Model& model = *s.parts.model;
+  model.module().eval();
+  const int64_t chunk = s.sample_cfg.get<int64_t>("batch_size");
+  std::vector<Batch> chunks;
+  *nfe = 0;
+  for (int64_t done = 0; done < count; done += chunk) {
+    const int64_t n = std::min(chunk, count - done);
+    SampleRequest req;
+    req.n = n;
+    req.item_shape = s.parts.domain->item_shape();
+    req.cond = s.parts.domain->sample_conditions(done, n, g).to(s.device);
+    req.steps = steps;
+    req.options = torch::TensorOptions().dtype(torch::kFloat32).device(s.device);
+    SolveResult r = s.parts.solver->sample(model, s.parts.path, req, g);
+    Batch b = req.cond.to(torch::kCPU);
+    b.set("x", r.x.to(torch::kCPU));
+    for (const auto& [name, value] : r.fields) b.set(name, value.to(torch::kCPU));
+    chunks.push_back(std::move(b));
+    *nfe = r.nfe;
+  }
+  model.module().train();
+  return TensorMap::cat(chunks);
+}
+
+struct SessionAccess {
+  static SessionState& state(Session& s) { return *s.impl_; }
+};
+
+Policy policy_of(SessionState& s, int64_t steps_override) {
+  if (!s.parts.solver) throw Error("a policy needs a solver in the pipeline");
+  s.parts.model->module().eval();
+  const int64_t steps = steps_override > 0 ? steps_override : s.sample_cfg.get<int64_t>("steps");
+  const auto item_shape = s.parts.domain->item_shape();
+  const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(s.device);
+  return [&s, steps, item_shape, options](const Conditioning& obs, torch::Generator& g) {
+    torch::NoGradGuard no_grad;
+    SampleRequest req;
+    req.cond = s.device.is_cpu() ? obs : obs.to(s.device);
+    req.n = req.cond.empty() ? 1 : req.cond.begin()->second.size(0);
+    req.item_shape = item_shape;
+    req.steps = steps;
+    req.options = options;
+    SolveResult r = s.parts.solver->sample(*s.parts.model, s.parts.path, req, g);
+    s.last_nfe = r.nfe;
+    return s.device.is_cpu() ? r.x : r.x.to(torch::kCPU);
+  };
+}
+
+Policy make_policy(Session& session, int64_t steps_override) { return policy_of(SessionAccess::state(session), steps_override); }
+
+int64_t last_policy_nfe(Session& session) { return SessionAccess::state(session).last_nfe; }
+
+std::unique_ptr<Session> open_run(const std::string& run_dir, PluginHost& host, const std::string& checkpoint) {
+  RunDirectory dir{fs::path(run_dir)};
+  auto v = validate_pipeline_file(dir.resolved_pipeline().string(), host);
+  if (!v.ok()) throw Error("cannot open run '" + run_dir + "':\n" + v.report());
+  RunOptions o;
+  o.runs_root = dir.root().parent_path().string();
+  o.run_name = dir.root().filename().string();
+  auto session = std::make_unique<Session>(v.pipeline, host, o);
+  session->load_checkpoint(checkpoint);
+  SessionState& s = SessionAccess::state(*session);
+  if (s.sample_cfg.get<bool>("use_ema") && s.ema->enabled()) {
+    torch::NoGradGuard no_grad;
+    auto params = s.parts.model->module().parameters();
+    for (size_t i = 0; i < params.size(); ++i) params[i].copy_(s.ema->weights()[i]);  // inference only: no way back needed
+  }
+  return session;
+}
+
+}  // namespace flowkit::core

@@ -1,0 +1,132 @@
+// The session: sets up the run (directory, logging, device, threads, seeds), builds the
+// components and the optimizer, and dispatches to the parts that do the work.
+#include "flowkit/core/session.h"
+
+#include <dlfcn.h>
+
+#include "session/state.h"
+
+namespace fs = std::filesystem;
+
+namespace flowkit::core {
+namespace {
+
+// OpenBLAS keeps its own thread pool; LibTorch's setting does not reach it.
+void set_blas_threads(int n) {
+  using SetThreads = void (*)(int);
+  if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
+}
+
+torch::Device parse_device(const Pipeline& pipeline, const std::string& dev) {
+  torch::Device device = torch::kCPU;
+  try {
+    device = torch::Device(dev);
+  } catch (const std::exception&) {
+    throw ConfigError(pipeline.file, "/train/device", "not a torch device: \"" + dev + "\"");
+  }
+  if (device.is_cuda() && !torch::cuda::is_available())
+    throw ConfigError(pipeline.file, "/train/device", "\"" + dev + "\" requested but this LibTorch build has no CUDA device");
+  return device;
+}
+
+}  // namespace
+
+torch::Generator make_generator(const torch::Device& device, uint64_t seed) {
+  if (device.is_cpu()) return at::detail::createCPUGenerator(seed);
+  torch::Generator g = at::globalContext().defaultGenerator(device).clone();
+  g.set_current_seed(seed);
+  return g;
+}
+
+Components build_components(const Pipeline& pipeline, PluginHost& host, const torch::Device& device) {
+  Components c;
+  BuildContext ctx;
+  ctx.device = device.str();
+  ctx.build = [&host, &ctx](Kind kind, const Config& cfg) { return host.create(kind, cfg, ctx); };
+  for (const KindInfo& k : kinds()) {
+    if (!pipeline.has(k.name)) continue;
+    std::unique_ptr<Component> part = host.create(k.kind, pipeline.section(k.name), ctx);  // checks the interface
+    Component* raw = part.get();
+    c.owned.push_back(std::move(part));
+    switch (k.kind) {
+      case Kind::domain: ctx.domain = c.domain = dynamic_cast<Domain*>(raw); break;
+      case Kind::path: ctx.path = c.path = dynamic_cast<Path*>(raw); break;
+      case Kind::model:
+        ctx.model = c.model = dynamic_cast<Model*>(raw);
+        c.model->module().to(device);
+        break;
+      case Kind::loss: c.loss = dynamic_cast<Loss*>(raw); break;
+      case Kind::solver: c.solver = dynamic_cast<Solver*>(raw); break;
+    }
+  }
+  return c;
+}
+
+SessionState::SessionState(const Pipeline& p, PluginHost& h, RunOptions o) : pipeline(p), host(h), options(std::move(o)) {
+  train_cfg = pipeline.section("train");
+  sample_cfg = pipeline.section("sample");
+  eval_cfg = pipeline.section("eval");
+  dir = RunDirectory(options.runs_root, options.run_name.empty() ? pipeline.name : options.run_name);
+  dir_string = dir.root().string();
+  dir.create();
+  log_file = open_run_log(dir);
+  device = parse_device(pipeline, train_cfg.get<std::string>("device"));
+  const int threads = static_cast<int>(train_cfg.get<int64_t>("threads"));
+  torch::set_num_threads(threads);
+  set_blas_threads(threads);
+  if (pipeline.resolved.contains("plugins"))
+    for (const auto& [plugin, pin] : pipeline.resolved.at("plugins").items())
+      host.pin_sha256(plugin, pin.at("sha256").get<std::string>());
+  // Network initialisation draws from LibTorch's global generator; seed it so that a run
+  // is a pure function of train.seed.
+  const auto seed = static_cast<uint64_t>(train_cfg.get<int64_t>("seed"));
+  torch::manual_seed(seed);
+  parts = build_components(pipeline, host, device);
+  gen = make_generator(device, seed);
+  if (!parts.model) throw Error("the pipeline has no model");
+  torch::optim::AdamWOptions adam(train_cfg.get<double>("lr"));
+  adam.betas({train_cfg.get<double>("beta1"), train_cfg.get<double>("beta2")});
+  adam.weight_decay(train_cfg.get<double>("weight_decay"));
+  optimizer = std::make_unique<torch::optim::AdamW>(parts.model->module().parameters(), adam);
+  ema = std::make_unique<Ema>(*parts.model, train_cfg.get<double>("ema_decay"));
+}
+
+Session::Session(const Pipeline& pipeline, PluginHost& host, RunOptions options)
+    : impl_(std::make_unique<SessionState>(pipeline, host, std::move(options))) {}
+Session::~Session() = default;
+
+const std::string& Session::run_dir() const { return impl_->dir_string; }
+
+TrainSummary Session::train() { return train_loop(*impl_); }
+
+void Session::load_checkpoint(const std::string& path) {
+  core::load_checkpoint(*impl_, path.empty() ? impl_->dir.last_checkpoint() : fs::path(path));
+}
+
+std::vector<std::string> Session::sample() {
+  auto& s = *impl_;
+  if (!s.parts.domain) throw Error("sampling needs a domain in the pipeline");
+  auto g = make_generator(s.device, static_cast<uint64_t>(s.sample_cfg.get<int64_t>("seed")));
+  int64_t nfe = 0;
+  Batch samples = generate(s, s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("steps"),
+                           s.sample_cfg.get<bool>("use_ema"), g, &nfe);
+  fs::path out = s.dir.samples(s.sample_cfg.get<std::string>("output"));
+  fs::create_directories(out);
+  auto files = s.parts.domain->write(samples, out.string(), "samples");
+  spdlog::info("wrote {} samples ({} network evaluations each) to {}", samples.at("x").size(0), nfe, out.string());
+  return files;
+}
+
+nlohmann::json Session::evaluate() { return evaluate_run(*impl_); }
+
+double Session::sampling_rate(int64_t count) {
+  auto& s = *impl_;
+  auto g = make_generator(s.device, 123);
+  int64_t nfe = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  generate(s, count, s.sample_cfg.get<int64_t>("steps"), true, g, &nfe);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return static_cast<double>(count) / std::max(secs, 1e-9);
+}
+
+}  // namespace flowkit::core

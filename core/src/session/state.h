@@ -1,0 +1,83 @@
+// The state of one run, shared by the parts of the session (internal to libflowkit_core).
+// Each part has one job: components.cpp builds, ema.cpp averages, checkpoints.cpp stores,
+// training.cpp trains, generation.cpp samples, evaluation.cpp evaluates, run_log.cpp logs.
+#pragma once
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+#include "flowkit/core/run_directory.h"
+#include "flowkit/core/session.h"
+#include "flowkit/flowkit.h"
+#include "flowkit/io.h"
+#include "flowkit/parameter_swap.h"
+
+namespace flowkit::core {
+
+// The pipeline's components, built once in flowkit::kinds() order.
+struct Components {
+  std::vector<std::unique_ptr<Component>> owned;
+  Domain* domain = nullptr;
+  Path* path = nullptr;
+  Model* model = nullptr;
+  Loss* loss = nullptr;
+  Solver* solver = nullptr;
+};
+Components build_components(const Pipeline& pipeline, PluginHost& host, const torch::Device& device);
+
+// Exponential moving average of the model's parameters (with warm-up).
+class Ema {
+ public:
+  Ema(Model& model, double decay);
+  bool enabled() const { return decay_ > 0; }
+  void update(int64_t step);
+  std::vector<torch::Tensor>& weights() { return weights_; }
+  // The EMA weights in the model for the guard's lifetime when `use` and enabled.
+  std::unique_ptr<ScopedParameterSwap> swap_in(bool use);
+
+ private:
+  Model& model_;
+  double decay_;
+  std::vector<torch::Tensor> weights_;
+};
+
+torch::Generator make_generator(const torch::Device& device, uint64_t seed);
+
+struct SessionState {
+  Pipeline pipeline;
+  PluginHost& host;
+  RunOptions options;
+  RunDirectory dir;
+  std::string dir_string;
+  torch::Device device = torch::kCPU;
+  Components parts;
+  std::unique_ptr<Ema> ema;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  int64_t step = 0;
+  torch::Generator gen;
+  Config train_cfg, sample_cfg, eval_cfg;
+  int64_t last_nfe = 0;                           // of the last policy call
+  std::shared_ptr<spdlog::sinks::sink> log_file;  // the run's log.txt
+
+  SessionState(const Pipeline& p, PluginHost& h, RunOptions o);
+};
+
+// checkpoints.cpp
+void save_checkpoint(SessionState& s);
+void load_checkpoint(SessionState& s, const std::filesystem::path& file);
+void export_weights(SessionState& s);
+// training.cpp
+TrainSummary train_loop(SessionState& s);
+// generation.cpp
+Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torch::Generator& g, int64_t* nfe);
+Policy policy_of(SessionState& s, int64_t steps_override);  // puts the model in eval mode
+// evaluation.cpp
+nlohmann::json evaluate_run(SessionState& s);
+// run_log.cpp
+std::shared_ptr<spdlog::sinks::sink> open_run_log(const RunDirectory& dir);
+void append_json_line(const std::filesystem::path& file, const nlohmann::json& j);
+std::string format_eta(double seconds);
+
+}  // namespace flowkit::core

@@ -1,0 +1,124 @@
+// The training loop: AdamW with warm-up + cosine lr, gradient clipping, EMA, metrics.jsonl
+// lines, a progress bar on a terminal, atomic checkpoints; stops on a non-finite loss.
+#include "session/state.h"
+
+#include <spdlog/details/log_msg.h>
+#include <spdlog/sinks/sink.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "flowkit/io.h"
+
+namespace fs = std::filesystem;
+
+namespace flowkit::core {
+namespace {
+
+double lr_at(const Config& train, int64_t s) {
+  const double lr = train.get<double>("lr");
+  const int64_t warmup = train.get<int64_t>("warmup_steps");
+  const int64_t total = train.get<int64_t>("steps");
+  if (s < warmup) return lr * static_cast<double>(s + 1) / static_cast<double>(warmup);
+  if (train.get<std::string>("lr_schedule") == "constant") return lr;
+  const double progress = static_cast<double>(s - warmup) / static_cast<double>(std::max<int64_t>(1, total - warmup));
+  const double floor = train.get<double>("min_lr_ratio");
+  return lr * (floor + (1 - floor) * 0.5 * (1 + std::cos(M_PI * std::min(1.0, progress))));
+}
+
+[[noreturn]] void fail_non_finite(const SessionState& s, const char* what, double value) {
+  std::string keep = s.dir.has_checkpoint() ? "the last good checkpoint is kept at " + s.dir.last_checkpoint().string()
+                                            : "no checkpoint had been written yet";
+  throw Error(fmt::format("non-finite {} ({}) at step {}: training stopped; {}. Lower train.lr or set train.grad_clip.",
+                          what, value, s.step + 1, keep));
+}
+
+}  // namespace
+
+TrainSummary train_loop(SessionState& s) {
+  Domain* domain = s.parts.domain;
+  Model* model = s.parts.model;
+  Loss* loss = s.parts.loss;
+  if (!domain || !model || !loss) throw Error("training needs a domain, a model and a loss");
+  TrainSummary summary;
+  io::write_file_atomic(s.dir.resolved_pipeline().string(), s.pipeline.resolved.dump(2) + "\n");
+  if (s.options.resume) {
+    load_checkpoint(s, s.dir.last_checkpoint());
+  } else if (s.dir.has_checkpoint()) {
+    throw Error("run directory '" + s.dir_string +
+                "' already holds checkpoints; use --resume to continue it or --name to start another run");
+  }
+  const Config& train = s.train_cfg;
+  const int64_t total = train.get<int64_t>("steps");
+  const int64_t batch_size = train.get<int64_t>("batch_size");
+  const int64_t log_every = train.get<int64_t>("log_every");
+  const int64_t ckpt_every = train.get<int64_t>("checkpoint_every");
+  const double clip = train.get<double>("grad_clip");
+  summary.start_step = s.step;
+  model->module().train();
+  auto t_start = std::chrono::steady_clock::now();
+  auto t_window = t_start;
+  auto last_draw = t_start;
+  int64_t window_start = s.step;
+  double loss_sum = 0;
+  int64_t loss_count = 0;
+  const int64_t stop = s.options.stop_at_step >= 0 ? std::min(s.options.stop_at_step, total) : total;
+  while (s.step < stop) {
+    const double lr = lr_at(train, s.step);
+    for (auto& group : s.optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    Batch batch = domain->train_batch(batch_size, s.gen).to(s.device);
+    LossOutput out = loss->compute(*model, s.parts.path, batch, s.gen);
+    const double value = out.loss.item<double>();
+    if (!std::isfinite(value)) fail_non_finite(s, "loss", value);
+    s.optimizer->zero_grad();
+    out.loss.backward();
+    double grad_norm = 0;
+    if (clip > 0) grad_norm = torch::nn::utils::clip_grad_norm_(model->module().parameters(), clip);
+    if (!std::isfinite(grad_norm)) fail_non_finite(s, "gradient norm", grad_norm);
+    s.optimizer->step();
+    s.ema->update(s.step);
+    ++s.step;
+    loss_sum += value;
+    ++loss_count;
+    summary.final_loss = value;
+    const bool last = s.step == stop;
+    const bool log_now = s.step % log_every == 0 || last;
+    auto now = std::chrono::steady_clock::now();
+    // On a terminal the bar is redrawn a few times a second; log lines keep their interval.
+    const bool draw_now = s.options.progress_bar && (log_now || now - last_draw > std::chrono::milliseconds(200));
+    if (log_now || draw_now) {
+      const double secs = std::chrono::duration<double>(now - t_window).count();
+      const double rate = static_cast<double>(s.step - window_start) / std::max(secs, 1e-9);
+      std::string msg = fmt::format("step {}/{}  loss {:.5f}  {:.1f} it/s  ETA {}", s.step, total, loss_sum / loss_count,
+                                    rate, format_eta(static_cast<double>(total - s.step) / rate));
+      if (draw_now) {
+        const int width = 30;
+        const int filled = static_cast<int>(width * s.step / std::max<int64_t>(total, 1));
+        fmt::print(stderr, "\r[{}{}] {}\033[K", std::string(filled, '#'), std::string(width - filled, '.'), msg);
+        if (last) fmt::print(stderr, "\n");
+        last_draw = now;
+      }
+      if (log_now) {
+        nlohmann::json line = {{"step", s.step}, {"loss", loss_sum / loss_count}, {"lr", lr}, {"steps_per_sec", rate}};
+        if (clip > 0) line["grad_norm"] = grad_norm;
+        for (const auto& [k, v] : out.logs) line[k] = v;
+        append_json_line(s.dir.metrics(), line);
+        if (s.options.progress_bar) s.log_file->log(spdlog::details::log_msg("flowkit", spdlog::level::info, msg));
+        else spdlog::info("{}", msg);
+        t_window = now;
+        window_start = s.step;
+        loss_sum = 0;
+        loss_count = 0;
+      }
+    }
+    if ((ckpt_every > 0 && s.step % ckpt_every == 0) || last) save_checkpoint(s);
+  }
+  export_weights(s);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  summary.end_step = s.step;
+  summary.steps_per_second = static_cast<double>(s.step - summary.start_step) / std::max(secs, 1e-9);
+  summary.checkpoint = s.dir.last_checkpoint().string();
+  return summary;
+}
+
+}  // namespace flowkit::core

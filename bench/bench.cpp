@@ -22,7 +22,7 @@ static double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   CLI::App app{"flowkit-bench: training and sampling throughput of a pipeline"};
-  std::string file = FLOWKIT_SOURCE_DIR "/examples/quickstart.json";
+  std::string file = FLOWKIT_SOURCE_DIR "/plugins/standard/examples/quickstart.json";
   int64_t steps = 300, samples = 1000;
   int repeats = 3;
   std::vector<int> threads = {1, 2};

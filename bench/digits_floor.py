@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-data = np.loadtxt(gzip.open(os.path.join(root, "data/digits/digits.csv.gz")), delimiter=",")
+data = np.loadtxt(gzip.open(os.path.join(root, "plugins/standard/data/digits.csv.gz")), delimiter=",")
 x = data[:, :64] / 8 - 1
 train, test = x[:1500], x[1500:]
 

@@ -1,5 +1,7 @@
 // Pipeline validation: a corpus of bad manifests (tests/data/bad_pipelines/), each error
-// message asserted; resolution fills defaults and the resolved config validates as is.
+// message asserted; resolution fills defaults and the resolved config validates as is. The
+// components are the test plugins' (tests/plugins/flows, tests/plugins/steer), so these tests
+// need no bundled plugin.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -16,10 +18,19 @@ using namespace flowkit::core;
 
 namespace {
 const fs::path kCorpus = fs::path(FLOWKIT_SOURCE_DIR) / "tests/data/bad_pipelines";
+
+// Only the test plugins fk_flows and fk_steer: no environment, no default plugin folder.
+SearchOptions test_plugins_only() {
+  SearchOptions o;
+  o.plugin_paths = {std::string(FLOWKIT_BINARY_DIR) + "/test_plugins/flows", std::string(FLOWKIT_BINARY_DIR) + "/test_plugins/steer"};
+  o.use_environment = false;
+  o.use_default_dirs = false;
+  return o;
+}
 }  // namespace
 
 TEST(Pipeline, EveryBadManifestGivesItsExactErrors) {
-  PluginHost host(build_tree_only());
+  PluginHost host(test_plugins_only());
   std::ifstream in(kCorpus / "expected.json");
   auto expected = nlohmann::json::parse(in);
   size_t checked = 0;
@@ -37,34 +48,26 @@ TEST(Pipeline, EveryBadManifestGivesItsExactErrors) {
 }
 
 TEST(Pipeline, AllProblemsAreReportedAtOnce) {
-  PluginHost host(build_tree_only());
+  PluginHost host(test_plugins_only());
   auto v = validate_pipeline_file((kCorpus / "many_errors.json").string(), host);
   EXPECT_EQ(v.problems.size(), 4u) << v.report();
 }
 
 TEST(Pipeline, ResolvedConfigHasEveryDefaultAndValidatesAgain) {
-  PluginHost host(build_tree_only());
-  std::string file = std::string(FLOWKIT_SOURCE_DIR) + "/examples/quickstart.json";
+  PluginHost host(test_plugins_only());
+  std::string file = std::string(FLOWKIT_SOURCE_DIR) + "/tests/plugins/flows/pipeline.json";
   auto v = validate_pipeline_file(file, host);
   ASSERT_TRUE(v.ok()) << v.report();
   const auto& r = v.pipeline.resolved;
-  EXPECT_EQ(r.at("name"), "quickstart");
-  EXPECT_EQ(r.at("model").at("hidden"), 256);              // given
-  EXPECT_EQ(r.at("model").at("activation"), "silu");       // default from the plugin manifest
-  EXPECT_EQ(r.at("train").at("beta2"), 0.999);             // default from the host schema
+  EXPECT_EQ(r.at("name"), "flow_nll");
+  EXPECT_EQ(r.at("model").at("net").at("hidden"), 32);           // given
+  EXPECT_EQ(r.at("model").at("net").at("activation"), "tanh");   // default from the plugin manifest
+  EXPECT_EQ(r.at("solver").at("temperature"), 1.0);              // default of a top-level section
+  EXPECT_EQ(r.at("train").at("beta2"), 0.999);                   // default from the host schema
   EXPECT_EQ(r.at("sample").at("use_ema"), true);
   auto again = validate_pipeline(r, "resolved.json", host);
   ASSERT_TRUE(again.ok()) << again.report();
   EXPECT_EQ(again.pipeline.resolved, r);
-}
-
-TEST(Pipeline, ExamplesValidate) {
-  PluginHost host(build_tree_only());
-  for (const auto& entry : fs::recursive_directory_iterator(fs::path(FLOWKIT_SOURCE_DIR) / "examples")) {
-    if (entry.path().extension() != ".json") continue;
-    auto v = validate_pipeline_file(entry.path().string(), host);
-    EXPECT_TRUE(v.ok()) << v.report();
-  }
 }
 
 TEST(Pipeline, HostSectionsHaveDefaultsForEveryParameter) {
@@ -73,23 +76,26 @@ TEST(Pipeline, HostSectionsHaveDefaultsForEveryParameter) {
 }
 
 TEST(Pipeline, NestedComponentParametersAreCheckedRecursively) {
-  SearchOptions o = build_tree_only();
-  o.plugin_paths = {std::string(FLOWKIT_BINARY_DIR) + "/test_plugins/good"};
-  PluginHost host(o);
+  PluginHost host(test_plugins_only());
   auto doc = nlohmann::json::parse(R"({
-    "domain": {"type": "standard.toy2d"}, "path": {"type": "standard.affine"},
-    "loss": {"type": "standard.cfm"}, "solver": {"type": "standard.euler"},
-    "model": {"type": "fk_good.thing", "inner": {"type": "standard.affine", "schedulr": "vp"}}
+    "domain": {"type": "fk_flows.gauss2d"}, "loss": {"type": "fk_flows.nll"}, "solver": {"type": "fk_flows.latent_sampler"},
+    "model": {"type": "fk_steer.steered", "net": {"type": "fk_flows.coupling", "hiden": 8}}
   })");
   auto v = validate_pipeline(doc, "nested.json", host);
-  EXPECT_THAT_MSG(v.report(), "nested.json:/model/inner/schedulr: unknown key \"schedulr\" (did you mean 'scheduler'?)");
-  doc["model"]["inner"] = {{"type", "standard.mlp"}};
+  EXPECT_THAT_MSG(v.report(), "nested.json:/model/net/hiden: unknown key \"hiden\" (did you mean 'hidden'?)");
+  doc["model"]["net"] = {{"type", "fk_flows.nll"}};
   v = validate_pipeline(doc, "nested.json", host);
-  EXPECT_THAT_MSG(v.report(), "nested.json:/model/inner/type: expected a path component, found 'standard.mlp', which is a model");
-  doc["model"]["inner"] = {{"type", "standard.affine"}};
+  EXPECT_THAT_MSG(v.report(), "nested.json:/model/net/type: expected a model component, found 'fk_flows.nll', which is a loss");
+  doc["model"]["net"] = {{"type", "fk_flows.coupling"}};
   v = validate_pipeline(doc, "nested.json", host);
   ASSERT_TRUE(v.ok()) << v.report();
-  EXPECT_EQ(v.pipeline.resolved["model"]["inner"]["scheduler"], "condot");  // nested default filled in
+  EXPECT_EQ(v.pipeline.resolved["model"]["net"]["layers"], 4);  // nested default filled in
+  // With no "net" at all, the manifest's default component is filled in with its own defaults.
+  doc["model"].erase("net");
+  v = validate_pipeline(doc, "nested.json", host);
+  ASSERT_TRUE(v.ok()) << v.report();
+  EXPECT_EQ(v.pipeline.resolved["model"]["net"]["type"], "fk_flows.coupling");
+  EXPECT_EQ(v.pipeline.resolved["model"]["net"]["activation"], "tanh");
 }
 
 TEST(Config, TypedAccessNamesTheKeyAndReadsInfinity) {

@@ -50,7 +50,7 @@ ParamSpec parse_param(const std::string& name, const nlohmann::json& spec, const
   if (p.type == "component") {
     std::string kind = spec.value("kind", std::string());
     if (!parse_kind(kind, &p.component_kind))
-      throw ConfigError(file, pointer + "/kind", "a component parameter needs \"kind\": one of domain, path, model, loss, solver");
+      throw ConfigError(file, pointer + "/kind", "a component parameter needs \"kind\": one of " + kind_list());
   }
   p.doc = spec.value("doc", std::string());
   return p;
@@ -94,7 +94,7 @@ Expected<PluginManifest> read_manifest(const std::string& file) {
       spec.plugin = m.name;
       std::string kind = expect_string(c, "kind", file, ptr);
       if (!parse_kind(kind, &spec.kind))
-        throw ConfigError(file, ptr + "/kind", "expected one of domain, path, model, loss, solver; found \"" + kind + "\"");
+        throw ConfigError(file, ptr + "/kind", "expected one of " + kind_list() + "; found \"" + kind + "\"");
       spec.name = expect_string(c, "name", file, ptr);
       spec.summary = expect_string(c, "summary", file, ptr, false);
       if (c.contains("needs")) {
@@ -107,7 +107,7 @@ Expected<PluginManifest> read_manifest(const std::string& file) {
           const size_t colon = entry.find(':');
           if (!needs[k].is_string() || !parse_kind(entry.substr(0, colon), &need))
             throw ConfigError(file, ptr + "/needs/" + std::to_string(k),
-                              "expected a kind (domain, path, model, loss, solver), optionally with types as \"path:plugin.name\"; found " +
+                              "expected a kind (" + kind_list() + "), optionally with types as \"path:plugin.name\"; found " +
                                   needs[k].dump());
           spec.needs.push_back(need);
           if (colon != std::string::npos) {

@@ -12,7 +12,6 @@
 namespace flowkit::core {
 namespace {
 
-const char* kSections[] = {"domain", "path", "model", "loss", "solver"};
 
 // The schema of the host's own sections, in the plugin-manifest format.
 const char* kHostSchema = R"json({
@@ -223,8 +222,9 @@ Validation validate_pipeline(const nlohmann::json& doc, const std::string& file,
     return v;
   }
   nlohmann::json resolved = nlohmann::json::object();
-  const std::vector<std::string> top = {"name", "description", "plugins", "domain", "path", "model",
-                                        "loss", "solver", "train", "sample", "eval"};
+  std::vector<std::string> top = {"name", "description", "plugins"};
+  for (const auto& k : kinds()) top.push_back(k.name);
+  for (const auto& s : host_sections()) top.push_back(s.name);
   for (const auto& [key, value] : doc.items())
     if (std::find(top.begin(), top.end(), key) == top.end())
       problems.push_back({file, "/" + key, "unknown key \"" + key + "\"" + did_you_mean(key, top)});
@@ -249,10 +249,11 @@ Validation validate_pipeline(const nlohmann::json& doc, const std::string& file,
     resolved["plugins"] = pins;
   }
 
-  for (const char* section : kSections) {
+  for (const KindInfo& kind : kinds()) {
+    const char* section = kind.name;
     std::string ptr = std::string("/") + section;
     if (!doc.contains(section)) {
-      if (std::string(section) != "path") problems.push_back({file, ptr, std::string("required section \"") + section + "\" is missing"});
+      if (!kind.optional) problems.push_back({file, ptr, std::string("required section \"") + section + "\" is missing"});
       continue;
     }
     const auto& s = doc.at(section);
@@ -271,8 +272,7 @@ Validation validate_pipeline(const nlohmann::json& doc, const std::string& file,
       problems.push_back({file, ptr + "/type", spec.error()});
       continue;
     }
-    Kind expected;
-    parse_kind(section, &expected);
+    const Kind expected = kind.kind;
     if ((*spec)->kind != expected) {
       problems.push_back({file, ptr + "/type", "expected a " + std::string(section) + " component, found '" + type +
                                                    "', which is a " + kind_name((*spec)->kind)});

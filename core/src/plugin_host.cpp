@@ -51,7 +51,7 @@ std::string did_you_mean(const std::string& word, const std::vector<std::string>
   size_t best_d = std::string::npos;
   for (const auto& c : candidates) {
     size_t d = edit_distance(word, c);
-    // A suffix match ("mlp" for "standard.mlp") counts as close.
+    // A suffix match ("mlp" for "myplugin.mlp") counts as close.
     if (c.size() > word.size() && c.compare(c.size() - word.size(), word.size(), word) == 0) d = std::min<size_t>(d, 1);
     if (d < best_d) best_d = d, best = c;
   }

@@ -36,6 +36,7 @@
 #include "flowkit/core/run_directory.h"
 #include "flowkit/domain.h"
 #include "flowkit/io.h"
+#include "flowkit/kinds.h"
 
 namespace fs = std::filesystem;
 using flowkit::Conditioning;
@@ -155,8 +156,9 @@ int run(const Options& o) {
   flowkit::Policy act = flowkit::core::make_policy(*session, o.steps);
 
   std::unique_ptr<flowkit::Component> domain_component = build_domain(resolved, resolved_file.string(), o.domain_set, host);
-  auto* domain = dynamic_cast<flowkit::Domain*>(domain_component.get());
-  if (!domain) throw flowkit::Error("the run's domain is not a flowkit::Domain");
+  if (!flowkit::implements_interface(flowkit::Kind::domain, *domain_component))
+    throw flowkit::Error("the run's domain does not implement flowkit::Domain");
+  auto* domain = static_cast<flowkit::Domain*>(domain_component.get());
   auto gen = at::detail::createCPUGenerator(o.seed);
 
   std::string source;
@@ -166,7 +168,7 @@ int run(const Options& o) {
   std::vector<double> ms;
   int64_t max_rows = 0;
   nlohmann::json out = {{"run", o.run_dir},
-                        {"steps", o.steps > 0 ? o.steps : resolved.at("sample").value("steps", int64_t{0})}};
+                        {"steps", o.steps > 0 ? o.steps : resolved.at("sample").at("steps").get<int64_t>()}};
   if (o.episodes > 0) {
     const auto* env = flowkit::capability<flowkit::Environment>(*domain);
     if (!env) throw flowkit::Error("--episodes needs a domain with an environment; this run's domain has none");
@@ -243,14 +245,16 @@ int main(int argc, char** argv) {
   app.add_option("--batch", o.batch, "rows of the throughput call (0: skip)");
   app.add_option("--episodes", o.episodes, "closed-loop rollouts in the domain's environment (0: open-loop calls)");
   app.add_option("--warmup", o.warmup, "untimed calls before timing");
-  app.add_option("--obs", o.obs_files, "NAME=FILE.npy: float32 observation rows [R, ...] of field NAME (repeatable)");
+  app.add_option("--obs", o.obs_files, "NAME=FILE.npy: float32 observation rows [R, ...] of field NAME (repeatable)")
+      ->allow_extra_args(false);
   app.add_option("--synthetic", o.synthetic, "zeros | normal: rows of the domain's condition_shapes()")
       ->check(CLI::IsMember({"zeros", "normal"}));
-  app.add_option("--domain-set", o.domain_set, "KEY=VALUE (JSON or a bare string): a parameter of the host's copy of the domain (repeatable)");
+  app.add_option("--domain-set", o.domain_set, "KEY=VALUE (JSON or a bare string): a parameter of the host's copy of the domain (repeatable)")
+      ->allow_extra_args(false);
   app.add_option("--seed", o.seed, "seed of the policy's and the observations' generator");
   app.add_option("--threads", o.threads, "torch intra-op threads")->check(CLI::PositiveNumber);
   app.add_option("--checkpoint", o.checkpoint, "checkpoint to load (default: the run's last)");
-  app.add_option("--plugin-path", o.plugin_paths, "extra plugin directory (repeatable)");
+  app.add_option("--plugin-path", o.plugin_paths, "extra plugin directory (repeatable)")->allow_extra_args(false);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

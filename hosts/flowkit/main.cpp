@@ -56,7 +56,7 @@ int cmd_describe(const core::PluginHost& host, const std::string& type, bool mar
     }
     return kOk;
   }
-  if (type.empty()) throw UsageError("describe needs a component type (e.g. standard.mlp) or --markdown");
+  if (type.empty()) throw UsageError("describe needs a component type (<plugin>.<component>, as `flowkit plugins` lists them) or --markdown");
   for (const auto& s : core::host_sections())
     if (s.name == type) return fmt::print("{}", host::describe_text(s)), kOk;
   auto spec = host.find(type);
@@ -69,6 +69,7 @@ int cmd_describe(const core::PluginHost& host, const std::string& type, bool mar
 int main(int argc, char** argv) {
   CLI::App app{"flowkit " FLOWKIT_VERSION " — flow-based generative models with plugins"};
   app.require_subcommand(1);
+  app.fallthrough();  // global options (--plugin-path, -v, -q) may follow the subcommand too
   std::vector<std::string> plugin_paths;
   bool verbose = false, quiet = false;
   app.add_option("--plugin-path", plugin_paths, "extra plugin directory (repeatable; searched first)");
@@ -80,7 +81,7 @@ int main(int argc, char** argv) {
   std::string type;
   bool markdown = false;
   auto* describe = app.add_subcommand("describe", "parameters, defaults and docs of a component");
-  describe->add_option("component", type, "component type, e.g. standard.mlp, or train/sample/eval");
+  describe->add_option("component", type, "component type <plugin>.<component>, or train/sample/eval");
   describe->add_flag("--markdown", markdown, "every component as Markdown tables (docs/components.md)");
 
   std::vector<std::string> conformance_plugins;

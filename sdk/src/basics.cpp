@@ -30,11 +30,11 @@ Registry::~Registry() = default;
 
 const std::array<KindInfo, 5>& kinds() {
   static const std::array<KindInfo, 5> table{{
-      {Kind::domain, "domain", "flowkit::Domain", "flowkit/domain.h"},
-      {Kind::path, "path", "flowkit::Path", "flowkit/path.h"},
-      {Kind::model, "model", "flowkit::Model", "flowkit/model.h"},
-      {Kind::loss, "loss", "flowkit::Loss", "flowkit/loss.h"},
-      {Kind::solver, "solver", "flowkit::Solver", "flowkit/solver.h"},
+      {Kind::domain, "domain", "flowkit::Domain", "flowkit/domain.h", false},
+      {Kind::path, "path", "flowkit::Path", "flowkit/path.h", true},
+      {Kind::model, "model", "flowkit::Model", "flowkit/model.h", false},
+      {Kind::loss, "loss", "flowkit::Loss", "flowkit/loss.h", false},
+      {Kind::solver, "solver", "flowkit::Solver", "flowkit/solver.h", false},
   }};
   return table;
 }
@@ -46,6 +46,12 @@ const KindInfo& kind_info(Kind kind) {
 }
 
 const char* kind_name(Kind kind) { return kind_info(kind).name; }
+
+std::string kind_list() {
+  std::string out;
+  for (const auto& k : kinds()) out += (out.empty() ? "" : ", ") + std::string(k.name);
+  return out;
+}
 
 bool parse_kind(const std::string& s, Kind* out) {
   for (const auto& k : kinds())

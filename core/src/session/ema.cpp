@@ -1,13 +1,7 @@
-// The EMA of the weights, and the run directory's checkpoint path names.
-#include <fmt/format.h>
-
+// The EMA of the weights, with warm-up, and swapping it into the model.
 #include "session/state.h"
 
 namespace flowkit::core {
-
-std::filesystem::path RunDirectory::checkpoint(int64_t step) const {
-  return checkpoints() / fmt::format("step_{:08d}.pt", step);
-}
 
 Ema::Ema(Model& model, double decay) : model_(model), decay_(decay) {
   for (const auto& p : model_.module().parameters()) weights_.push_back(p.detach().clone());

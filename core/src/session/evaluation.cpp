@@ -75,7 +75,7 @@ nlohmann::json evaluate_run(SessionState& s) {
   auto eval_gen = at::detail::createCPUGenerator(static_cast<uint64_t>(s.eval_cfg.get<int64_t>("seed")));
   const std::vector<std::string> metrics = requested_metrics(s);
   InvertibleModel* flow = capability<InvertibleModel>(*s.parts.model);
-  if (!s.parts.solver && !flow) throw Error("evaluation needs a solver in the pipeline");
+  if (!s.parts.solver) throw Error("evaluation needs a solver in the pipeline");
   int64_t nfe = 0;
   nlohmann::json result = nlohmann::json::object();
   if (const auto* env = capability<Environment>(*s.parts.domain)) {
@@ -85,7 +85,7 @@ nlohmann::json evaluate_run(SessionState& s) {
     result = env->rollout(policy, metrics, eval_gen);
     nfe = s.last_nfe;
     s.parts.model->module().train();
-  } else if (s.parts.solver) {
+  } else {
     auto g = make_generator(s.device, static_cast<uint64_t>(s.sample_cfg.get<int64_t>("seed")));
     const auto t0 = std::chrono::steady_clock::now();
     Batch samples = generate(s, s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("steps"),

@@ -1,6 +1,7 @@
 // The state of one run, shared by the parts of the session (internal to libflowkit_core).
-// Each part has one job: components.cpp builds, ema.cpp averages, checkpoints.cpp stores,
-// training.cpp trains, generation.cpp samples, evaluation.cpp evaluates, run_log.cpp logs.
+// Each part has one job: session.cpp sets up the run and builds the components, ema.cpp
+// averages, checkpoints.cpp stores, training.cpp trains, generation.cpp samples,
+// evaluation.cpp evaluates, run_log.cpp logs.
 #pragma once
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>

@@ -235,7 +235,7 @@ torch::Tensor CrystalModel::forward(const torch::Tensor& x, const torch::Tensor&
   return lattice_to_parameters(forward_named(in).at("lattice"));
 }
 
-std::unique_ptr<flowkit::Component> make_cspnet(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
+CspNetOptions cspnet_options(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
   CspNetOptions o;
   o.hidden = cfg.get<int64_t>("hidden");
   o.layers = cfg.get<int64_t>("layers");
@@ -250,7 +250,11 @@ std::unique_ptr<flowkit::Component> make_cspnet(const flowkit::Config& cfg, cons
       cfg.fail("type_input", "'distribution' needs a crystal domain with training elements (e.g. crysbfn.crystal); they are the vocabulary");
     o.vocabulary = vocabulary->training_elements();
   }
-  return std::make_unique<CrystalModel>(o, ctx.device);
+  return o;
+}
+
+std::unique_ptr<flowkit::Component> make_cspnet(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
+  return std::make_unique<CrystalModel>(cspnet_options(cfg, ctx), ctx.device);
 }
 
 }  // namespace crysbfn

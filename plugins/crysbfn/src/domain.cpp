@@ -1,6 +1,5 @@
-// The crystal domain `crysbfn.crystal`, its factory and the plugin's registration.
+// The crystal domain `crysbfn.crystal` and its factory.
 #include "crysbfn/domain.h"
-#include "crysbfn/methods.h"
 
 #include <algorithm>
 #include <cmath>
@@ -242,17 +241,17 @@ std::vector<std::string> CrystalDomain::write(const Batch& samples, const std::s
   return {cif_path, json_path};
 }
 
-// ---- factory and registration -----------------------------------------------------------
+// ---- factory -------------------------------------------------------------------------------------
 
-std::unique_ptr<flowkit::Component> make_crystal_domain(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
+CrystalDomainOptions crystal_domain_options(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
   CrystalDomainOptions o;
-  auto file_param = [&](const char* key, const char* default_name) {
+  auto file_param = [&](const char* key, const char* shipped_name) {
     if (auto f = cfg.optional<std::string>(key)) {
       if (!fs::exists(*f)) cfg.fail(key, "no such file: '" + *f + "'");
       return *f;
     }
     if (ctx.plugin_dir.empty()) cfg.fail(key, "no file given and no plugin folder to find the shipped perov-5 data in");
-    std::string f = (fs::path(ctx.plugin_dir) / "data" / "perov_5" / default_name).string();
+    std::string f = (fs::path(ctx.plugin_dir) / "data" / "perov_5" / shipped_name).string();
     if (!fs::exists(f))
       cfg.fail(key, "the perov-5 data is not installed in the plugin folder ('" + f + "' is missing); pass a file");
     return f;
@@ -266,6 +265,11 @@ std::unique_ptr<flowkit::Component> make_crystal_domain(const flowkit::Config& c
   o.matcher.angle_tol = cfg.get<double>("angle_tol");
   o.min_distance = cfg.get<double>("min_distance");
   o.min_volume = cfg.get<double>("min_volume");
+  return o;
+}
+
+std::unique_ptr<flowkit::Component> make_crystal_domain(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
+  CrystalDomainOptions o = crystal_domain_options(cfg, ctx);
   try {
     return std::make_unique<CrystalDomain>(o, ctx.device);
   } catch (const flowkit::ConfigError&) {
@@ -273,11 +277,6 @@ std::unique_ptr<flowkit::Component> make_crystal_domain(const flowkit::Config& c
   } catch (const flowkit::Error& e) {
     cfg.fail("train_file", e.what());
   }
-}
-
-void register_components(flowkit::Registry& r) {
-  r.add(flowkit::Kind::domain, "crystal", &make_crystal_domain);
-  register_methods(r);
 }
 
 }  // namespace crysbfn

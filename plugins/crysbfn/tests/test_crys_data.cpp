@@ -14,10 +14,7 @@
 #include <set>
 
 #include "crysbfn/crystal.h"
-#include "crysbfn/cspnet.h"
 #include "crysbfn/domain.h"
-#include "crysbfn/flows.h"
-#include "crysbfn/methods.h"
 #include "crysbfn/metrics.h"
 #include "flowkit/error.h"
 #include "flowkit/registry.h"
@@ -121,6 +118,18 @@ Mat3 rotation_matrix(double ax, double ay, double az) {
 }
 
 const Mat3 kIdentity{Vec3{1, 0, 0}, Vec3{0, 1, 0}, Vec3{0, 0, 1}};
+
+// The perov-5 domain's options: the shipped files plus plugin.json's defaults.
+CrystalDomainOptions perov_options() {
+  auto cfg = resolved_config("crysbfn.crystal", {{"train_file", kPerovDir + "val.csv.gz"}, {"reference_file", kPerovDir + "test.csv.gz"}});
+  return crystal_domain_options(cfg, flowkit::BuildContext{});
+}
+
+// The StructureMatcher of the domain's defaults (stol 0.5, ltol 0.3, angle_tol 10).
+const MatcherOptions& matcher() {
+  static const MatcherOptions m = perov_options().matcher;
+  return m;
+}
 
 std::vector<Crystal> perov_test(size_t n) {
   auto r = load_cdvae_csv(kPerovDir + "test.csv.gz", false);
@@ -305,10 +314,7 @@ TEST(CrysDomain, BatchLayoutAndRoundTrip) {
 }
 
 TEST(CrysDomain, SamplersMetricsAndWriter) {
-  CrystalDomainOptions o;
-  o.train_file = kPerovDir + "val.csv.gz";
-  o.reference_file = kPerovDir + "test.csv.gz";
-  CrystalDomain d(o, "cpu");
+  CrystalDomain d(perov_options(), "cpu");
   auto g1 = at::detail::createCPUGenerator(3), g2 = at::detail::createCPUGenerator(3);
   auto a = d.train_batch(32, g1), b = d.train_batch(32, g2);
   EXPECT_TRUE(torch::equal(a.at("frac"), b.at("frac")));
@@ -415,7 +421,7 @@ TEST(CrysMatcher, LinearAssignmentIsOptimal) {
 
 TEST(CrysMatcher, InvariantToShiftPermutationRotationAndBasis) {
   const Crystal ref = triclinic();
-  ASSERT_TRUE(structure_valid(ref));
+  ASSERT_TRUE(structure_valid(ref, 0.5, 0.1));
   struct Case {
     const char* name;
     Mat3 unimodular, rotation;
@@ -436,7 +442,7 @@ TEST(CrysMatcher, InvariantToShiftPermutationRotationAndBasis) {
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
     Crystal pred = transformed(ref, c.unimodular, c.rotation, c.shift, c.perm);
-    MatchResult r = match_structures(pred, ref);
+    MatchResult r = match_structures(pred, ref, matcher());
     EXPECT_TRUE(r.matched) << r.reason;
     EXPECT_LT(r.rms, 1e-8);
     EXPECT_GT(r.lattice_mappings, 0);
@@ -444,10 +450,10 @@ TEST(CrysMatcher, InvariantToShiftPermutationRotationAndBasis) {
   // Different composition or site count: no match, with the reason.
   Crystal other = ref;
   other.z[0] = 32;
-  EXPECT_EQ(match_structures(other, ref).reason, "composition");
+  EXPECT_EQ(match_structures(other, ref, matcher()).reason, "composition");
   other = ref;
   other.z.pop_back(), other.frac.pop_back();
-  EXPECT_EQ(match_structures(other, ref).reason, "site_count");
+  EXPECT_EQ(match_structures(other, ref, matcher()).reason, "site_count");
 }
 
 TEST(CrysMatcher, SiteToleranceBoundary) {
@@ -459,7 +465,7 @@ TEST(CrysMatcher, SiteToleranceBoundary) {
     const double d = target * unit / std::sqrt(0.8) / 4.0;  // fractional
     Crystal pred = ref;
     pred.frac[1][0] += d, pred.frac[2][0] -= d, pred.frac[3][1] += d, pred.frac[4][1] -= d;
-    MatchResult r = match_structures(pred, ref);
+    MatchResult r = match_structures(pred, ref, matcher());
     if (target < 0.5) {
       EXPECT_TRUE(r.matched) << target << " " << r.reason;
       EXPECT_NEAR(r.rms, target, 1e-9);
@@ -484,13 +490,13 @@ TEST(CrysMatcher, LatticeToleranceBoundary) {
   };
   // After volume scaling, stretching a by s gives length ratios s^(2/3) and s^(-1/3);
   // ltol = 0.3 allows s < 1.3^1.5 = 1.482.
-  EXPECT_TRUE(match_structures(with(1.47, 90), ref).matched);
-  MatchResult r = match_structures(with(1.50, 90), ref);
+  EXPECT_TRUE(match_structures(with(1.47, 90), ref, matcher()).matched);
+  MatchResult r = match_structures(with(1.50, 90), ref, matcher());
   EXPECT_FALSE(r.matched);
   EXPECT_EQ(r.reason, "no_lattice_mapping");
   // angle_tol = 10 degrees.
-  EXPECT_TRUE(match_structures(with(1.0, 99.5), ref).matched);
-  EXPECT_FALSE(match_structures(with(1.0, 100.5), ref).matched);
+  EXPECT_TRUE(match_structures(with(1.0, 99.5), ref, matcher()).matched);
+  EXPECT_FALSE(match_structures(with(1.0, 100.5), ref, matcher()).matched);
 }
 
 TEST(CrysMatcher, Perov5PolymorphsAndDistinctCrystals) {
@@ -506,7 +512,7 @@ TEST(CrysMatcher, Perov5PolymorphsAndDistinctCrystals) {
   for (const auto& [z, idx] : by_comp)
     for (size_t a = 0; a + 1 < idx.size(); ++a) {
       ++pairs;
-      matched += match_structures(cs[idx[a]], cs[idx[a + 1]]).matched;
+      matched += match_structures(cs[idx[a]], cs[idx[a + 1]], matcher()).matched;
     }
   std::printf("[crys] perov-5 test: %d same-composition pairs, %d matched by the StructureMatcher\n", pairs, matched);
   EXPECT_GT(pairs, 100);
@@ -544,17 +550,17 @@ TEST(CrysValidity, InvalidCrystalsAreReportedNotCrashedOn) {
   nan.lattice[0][0] = std::nan("");
   EXPECT_FALSE(structure_valid(nan, 0.5, 0.1, &why));
   EXPECT_EQ(why, "nan_value");
-  EXPECT_FALSE(match_structures(nan, ok).matched);
-  EXPECT_EQ(match_structures(flat, ok).reason, "invalid");
+  EXPECT_FALSE(match_structures(nan, ok, matcher()).matched);
+  EXPECT_EQ(match_structures(flat, ok, matcher()).reason, "invalid");
   Crystal sheet = ok;  // volume 1e-9 of the cube: reported, not enumerated for ever
   sheet.lattice[2] = {0.0, 0.0, 4e-9};
   sheet.frac = {{0, 0, 0}, {0.5, 0.5, 0}, {0.25, 0.5, 0}, {0.5, 0, 0}, {0, 0.5, 0}};
-  EXPECT_EQ(match_structures(sheet, ok).reason, "degenerate_lattice");
+  EXPECT_EQ(match_structures(sheet, ok, matcher()).reason, "degenerate_lattice");
 
   // The domain evaluates and writes such a batch without throwing.
   std::vector<Crystal> batch{ok, overlap, flat, unknown, nan};
   std::vector<Crystal> ref(5, ok);
-  CrystalDomain d(ref, ref, CrystalDomainOptions{}, "cpu");
+  CrystalDomain d(ref, ref, perov_options(), "cpu");
   auto g = at::detail::createCPUGenerator(1);
   nlohmann::json m;
   ASSERT_NO_THROW(m = d.evaluate(to_batch(batch), to_batch(ref), d.metric_names(), g));
@@ -606,52 +612,17 @@ TEST(CrysValidity, Wasserstein1) {
 
 // ---- manifest and factory -----------------------------------------------------------------------
 
-namespace {
-
-const nlohmann::json& manifest() {
-  static const nlohmann::json m = [] {
-    std::ifstream in(std::string(PLUGIN_SOURCE_DIR) + "/plugin.json");
-    return nlohmann::json::parse(in);
-  }();
-  return m;
-}
-
-const nlohmann::json& declared_params(const std::string& component) {
-  for (const auto& c : manifest().at("components"))
-    if (c.at("name") == component) return c.at("params");
-  throw std::runtime_error("no component '" + component + "' in plugin.json");
-}
-
-// A component's config as the host resolves it: `overrides` over every default declared in
-// plugin.json (the only place the defaults live).
-flowkit::Config complete_config(const std::string& component, const nlohmann::json& overrides, const std::string& pointer) {
-  nlohmann::json j = nlohmann::json::object();
-  for (const auto& [k, v] : declared_params(component).items())
-    if (v.contains("default")) j[k] = v.at("default");
-  for (const auto& [k, v] : overrides.items()) j[k] = v;
-  return flowkit::Config(j, "c.json", pointer);
-}
-
-}  // namespace
-
-TEST(CrysManifest, DeclaresEveryParameterWithTheCodesDefaults) {
-  const nlohmann::json& params = declared_params("crystal");
-  ASSERT_TRUE(params.is_object());
+TEST(CrysManifest, DeclaresEveryParameterOfTheDomain) {
+  flowkit::core::PluginHost host(build_tree_only());
+  auto spec = host.find("crysbfn.crystal");
+  ASSERT_TRUE(bool(spec)) << spec.error();
   std::set<std::string> declared;
-  for (const auto& [k, v] : params.items()) {
-    declared.insert(k);
-    EXPECT_TRUE(v.contains("doc")) << k;
+  for (const auto& p : (*spec)->params) {
+    declared.insert(p.name);
+    EXPECT_FALSE(p.doc.empty()) << p.name;
   }
   EXPECT_EQ(declared, (std::set<std::string>{"train_file", "reference_file", "skip_bad_rows", "task", "stol", "ltol",
                                              "angle_tol", "min_distance", "min_volume"}));
-  const CrystalDomainOptions o;
-  EXPECT_EQ(params.at("skip_bad_rows").at("default").get<bool>(), o.skip_bad_rows);
-  EXPECT_EQ(params.at("task").at("default").get<std::string>(), o.task);
-  EXPECT_DOUBLE_EQ(params.at("stol").at("default").get<double>(), o.matcher.stol);
-  EXPECT_DOUBLE_EQ(params.at("ltol").at("default").get<double>(), o.matcher.ltol);
-  EXPECT_DOUBLE_EQ(params.at("angle_tol").at("default").get<double>(), o.matcher.angle_tol);
-  EXPECT_DOUBLE_EQ(params.at("min_distance").at("default").get<double>(), o.min_distance);
-  EXPECT_DOUBLE_EQ(params.at("min_volume").at("default").get<double>(), o.min_volume);
 
   // A wrong value names its key: the host's validation against the manifest (ranges and
   // choices live only there) ...
@@ -670,7 +641,7 @@ TEST(CrysManifest, DeclaresEveryParameterWithTheCodesDefaults) {
   EXPECT_THROW(resolved_config("crysbfn.crystal", with({{"stol", -1.0}}), "/domain"), flowkit::Error);
   // ... and the factory for what only it can check; it finds explicit files.
   flowkit::BuildContext ctx;
-  auto cfg = [](nlohmann::json j) { return complete_config("crystal", j, "/domain"); };
+  auto cfg = [](nlohmann::json j) { return resolved_config("crysbfn.crystal", j, "/domain"); };
   EXPECT_THROW(make_crystal_domain(cfg(with({{"train_file", "/nonexistent.csv"}})), ctx), flowkit::ConfigError);
   auto d = make_crystal_domain(cfg(with({{"task", "gen"}})), ctx);
   auto* domain = dynamic_cast<CrystalDomain*>(d.get());
@@ -683,80 +654,19 @@ TEST(CrysManifest, DeclaresEveryParameterWithTheCodesDefaults) {
   EXPECT_TRUE(torch::equal(cond.at("num_atoms"), torch::full({4}, 5, torch::kLong)));
 }
 
-TEST(CrysManifest, OptionStructsDefaultToTheManifest) {
-  // The option structs the tests build directly start from plugin.json's defaults.
-  auto def = [](const char* component, const char* key) { return declared_params(component).at(key).at("default"); };
-  const BayesianFlowOptions f;
-  EXPECT_EQ(def("bfn", "steps").get<int64_t>(), f.steps);
-  EXPECT_DOUBLE_EQ(def("bfn", "beta1").get<double>(), f.beta1);
-  EXPECT_DOUBLE_EQ(def("bfn", "sigma1").get<double>(), f.sigma1);
-  EXPECT_DOUBLE_EQ(def("bfn", "lattice_std").get<double>(), f.lattice_std);
-  EXPECT_DOUBLE_EQ(def("bfn", "beta1_type").get<double>(), f.beta1_type);
-  EXPECT_EQ(def("bfn", "coordinates").get<std::string>() == "periodic", f.periodic);
-  EXPECT_EQ(def("bfn", "schedule_file").get<std::string>(), f.schedule_file);
-  const DiffusionOptions d;
-  EXPECT_EQ(def("diffusion", "steps").get<int64_t>(), d.steps);
-  EXPECT_DOUBLE_EQ(def("diffusion", "sigma_begin").get<double>(), d.sigma_begin);
-  EXPECT_DOUBLE_EQ(def("diffusion", "sigma_end").get<double>(), d.sigma_end);
-  EXPECT_DOUBLE_EQ(def("diffusion", "cosine_s").get<double>(), d.cosine_s);
-  const CspNetOptions n;
-  EXPECT_EQ(def("cspnet", "hidden").get<int64_t>(), n.hidden);
-  EXPECT_EQ(def("cspnet", "layers").get<int64_t>(), n.layers);
-  EXPECT_EQ(def("cspnet", "num_freqs").get<int64_t>(), n.num_freqs);
-  EXPECT_EQ(def("cspnet", "time_dim").get<int64_t>(), n.time_dim);
-  EXPECT_EQ(def("cspnet", "accuracy_input").get<bool>(), n.accuracy_input);
-  EXPECT_EQ(def("cspnet", "type_input").get<std::string>() == "distribution", n.type_distribution);
-  const BfnLossOptions l;
-  EXPECT_DOUBLE_EQ(def("bfn_loss", "cost_coord").get<double>(), l.cost_coord);
-  EXPECT_DOUBLE_EQ(def("bfn_loss", "cost_lattice").get<double>(), l.cost_lattice);
-  EXPECT_DOUBLE_EQ(def("bfn_loss", "cost_type").get<double>(), l.cost_type);
-  EXPECT_EQ(def("bfn_loss", "coord_distance").get<std::string>() == "cosine", l.cosine);
-}
-
 TEST(CrysManifest, ShippedDataIsFoundThroughThePluginFolder) {
   // Without files the domain reads data/perov_5 of ctx.plugin_dir (the build tree's copy).
   flowkit::BuildContext ctx;
   ctx.plugin_dir = PLUGIN_BUILD_DIR;
-  auto d = make_crystal_domain(complete_config("crystal", nlohmann::json::object(), "/domain"), ctx);
+  auto d = make_crystal_domain(resolved_config("crysbfn.crystal", nlohmann::json::object(), "/domain"), ctx);
   auto* domain = dynamic_cast<CrystalDomain*>(d.get());
   ASSERT_NE(domain, nullptr);
   EXPECT_EQ(domain->reference_crystals().size(), load_cdvae_csv(kPerovDir + "test.csv.gz", false).crystals.size());
   // No plugin folder and no file: an error naming the key.
   try {
-    make_crystal_domain(complete_config("crystal", nlohmann::json::object(), "/domain"), flowkit::BuildContext{});
+    make_crystal_domain(resolved_config("crysbfn.crystal", nlohmann::json::object(), "/domain"), flowkit::BuildContext{});
     FAIL() << "expected a ConfigError";
   } catch (const flowkit::ConfigError& e) {
     EXPECT_EQ(e.pointer(), "/domain/train_file");
-  }
-}
-
-TEST(CrysManifest, FactoriesReadEveryDeclaredKeyAndNoOther) {
-  auto domain = make_crystal_domain(
-      complete_config("crystal", {{"train_file", kPerovDir + "val.csv.gz"}, {"reference_file", kPerovDir + "test.csv.gz"}}, "/domain"),
-      flowkit::BuildContext{});
-  flowkit::BuildContext ctx;
-  ctx.domain = dynamic_cast<flowkit::Domain*>(domain.get());
-  std::map<std::string, flowkit::Factory> factories;
-  struct Collect : flowkit::Registry {
-    std::map<std::string, flowkit::Factory>* out;
-    void add(flowkit::Kind, const std::string& name, flowkit::Factory f) override { (*out)[name] = std::move(f); }
-  } registry;
-  registry.out = &factories;
-  register_components(registry);
-  std::set<std::string> components;
-  for (const auto& c : manifest().at("components")) components.insert(c.at("name").get<std::string>());
-  std::set<std::string> registered;
-  for (const auto& [name, f] : factories) registered.insert(name);
-  EXPECT_EQ(registered, components);
-  for (const auto& name : components) {
-    nlohmann::json overrides = nlohmann::json::object();
-    if (name == "crystal") overrides = {{"train_file", kPerovDir + "val.csv.gz"}, {"reference_file", kPerovDir + "test.csv.gz"}};
-    if (name == "cspnet") overrides = {{"hidden", 4}, {"layers", 1}, {"type_input", "distribution"}};
-    if (name == "diffusion") overrides = {{"steps", 10}};
-    flowkit::Config cfg = complete_config(name, overrides, "/" + name);
-    ASSERT_NE(factories.at(name)(cfg, ctx), nullptr) << name;
-    std::set<std::string> declared;
-    for (const auto& [k, v] : declared_params(name).items()) declared.insert(k);
-    EXPECT_EQ(cfg.keys_read(), declared) << name;
   }
 }

@@ -9,10 +9,11 @@
 
 #include "crysbfn/cspnet.h"
 #include "crysbfn/domain.h"
-#include "crysbfn/flows.h"
-#include "crysbfn/methods.h"
+#include "crysbfn/losses_samplers.h"
+#include "crysbfn/paths.h"
 #include "flowkit/capability.h"
 #include "flowkit/error.h"
+#include "test_util.h"
 
 using namespace crysbfn;
 
@@ -22,10 +23,8 @@ const std::string kPerovDir = std::string(PLUGIN_SOURCE_DIR) + "/data/perov_5/";
 
 CrystalDomain& perov() {
   static CrystalDomain* d = [] {
-    CrystalDomainOptions o;
-    o.train_file = kPerovDir + "val.csv.gz";
-    o.reference_file = kPerovDir + "test.csv.gz";
-    return new CrystalDomain(o, "cpu");
+    auto cfg = resolved_config("crysbfn.crystal", {{"train_file", kPerovDir + "val.csv.gz"}, {"reference_file", kPerovDir + "test.csv.gz"}});
+    return new CrystalDomain(crystal_domain_options(cfg, flowkit::BuildContext{}), "cpu");
   }();
   return *d;
 }
@@ -131,7 +130,7 @@ SampleRun oracle_run(const flowkit::Path& path, const flowkit::Solver& solver, i
 }  // namespace
 
 TEST(CrysFlows, GaussianBayesianFlowMomentsAndWeights) {
-  BayesianFlowOptions o;
+  const BayesianFlowOptions o = bayesian_flow_options(resolved_config("crysbfn.bfn"));
   BayesianFlow flow(o);
   auto g = at::detail::createCPUGenerator(1);
   const int64_t n = 200000;
@@ -167,7 +166,7 @@ TEST(CrysFlows, WrappedNormalScoreAndNormalisation) {
     EXPECT_LT((fd - s).abs().max().item<double>(), 1e-5 / (sigma * sigma)) << sigma;
   }
   // E[score^2]: 1/sigma^2 for small sigma; Monte Carlo (200k wrapped draws) for sigma = 0.5.
-  WrappedDiffusion diff{DiffusionOptions{}};
+  WrappedDiffusion diff(diffusion_options(resolved_config("crysbfn.diffusion")));
   EXPECT_NEAR(diff.sigma_norm()[1].item<double>() * 0.005 * 0.005, 1.0, 1e-12);
   auto g = at::detail::createCPUGenerator(2);
   torch::Tensor y = torch::remainder(torch::randn({200000}, g, torch::kDouble) * 0.5 + 0.5, 1.0) - 0.5;
@@ -184,8 +183,8 @@ TEST(CrysFlows, WrappedNormalScoreAndNormalisation) {
 
 TEST(CrysNet, PeriodicE3InvarianceAndEquivariance) {
   torch::manual_seed(0);
-  CspNetOptions o;
-  o.hidden = 32, o.layers = 2, o.num_freqs = 8, o.time_dim = 16;
+  const CspNetOptions o = cspnet_options(
+      resolved_config("crysbfn.cspnet", {{"hidden", 32}, {"layers", 2}, {"num_freqs", 8}, {"time_dim", 16}}), {});
   CspNet net(o);
   auto g = at::detail::createCPUGenerator(5);
   flowkit::Batch b = perov().reference(6, g);
@@ -224,8 +223,8 @@ TEST(CrysNet, PeriodicE3InvarianceAndEquivariance) {
 
 TEST(CrysNet, NamedOutputsAndTheGenericForwardAgree) {
   torch::manual_seed(0);
-  CspNetOptions o;
-  o.hidden = 16, o.layers = 1, o.num_freqs = 4, o.time_dim = 8;
+  const CspNetOptions o = cspnet_options(
+      resolved_config("crysbfn.cspnet", {{"hidden", 16}, {"layers", 1}, {"num_freqs", 4}, {"time_dim", 8}}), {});
   CrystalModel model(o, "cpu");
   auto g = at::detail::createCPUGenerator(5);
   flowkit::Batch b = perov().reference(4, g);
@@ -260,10 +259,7 @@ TEST(CrysNet, NamedOutputsAndTheGenericForwardAgree) {
 TEST(CrysSampler, BayesianFlowWithAnOracleReproducesTheCrystals) {
   for (const auto& [coords, n_flow, steps] : std::vector<std::tuple<std::string, int64_t, int64_t>>{
            {"periodic", 10, 0}, {"periodic", 50, 10}, {"euclidean", 10, 0}}) {
-    BayesianFlowOptions o;
-    o.steps = n_flow;
-    o.periodic = coords == "periodic";
-    BayesianFlow flow(o);
+    BayesianFlow flow(bayesian_flow_options(resolved_config("crysbfn.bfn", {{"steps", n_flow}, {"coordinates", coords}})));
     BfnSampler sampler(0);
     SampleRun run = oracle_run(flow, sampler, steps);
     const int64_t expected = steps > 0 ? steps : n_flow;
@@ -277,9 +273,9 @@ TEST(CrysSampler, BayesianFlowWithAnOracleReproducesTheCrystals) {
 }
 
 TEST(CrysSampler, DiffusionWithAnOracleReproducesTheCrystals) {
-  WrappedDiffusion diff{DiffusionOptions{}};
+  WrappedDiffusion diff(diffusion_options(resolved_config("crysbfn.diffusion")));
   for (auto [steps, corrector] : std::vector<std::pair<int64_t, bool>>{{10, false}, {200, false}, {50, true}}) {
-    DiffusionSampler sampler(1000, corrector, 5e-7);
+    DiffusionSampler sampler(1000, corrector, 5e-7, false);
     if (steps == 10) {  // the deterministic (PF-ODE + DDIM) variant lands on the crystals too
       DiffusionSampler ddim(1000, false, 5e-7, true);
       SampleRun d = oracle_run(diff, ddim, steps);
@@ -297,7 +293,7 @@ TEST(CrysSampler, DiffusionWithAnOracleReproducesTheCrystals) {
 
 TEST(CrysSampler, GenerationDrawsTypesAndCountsAndWrongPairingsAreClearErrors) {
   auto g = at::detail::createCPUGenerator(6);
-  BayesianFlow flow{BayesianFlowOptions{}};
+  BayesianFlow flow(bayesian_flow_options(resolved_config("crysbfn.bfn")));
   flowkit::Batch truth = perov().reference(20, g);
   Oracle oracle(truth, &flow, /*type_distribution=*/true);
   flowkit::SampleRequest req;
@@ -313,7 +309,7 @@ TEST(CrysSampler, GenerationDrawsTypesAndCountsAndWrongPairingsAreClearErrors) {
   EXPECT_TRUE(torch::equal(sampler.sample(wrapped, &flow, req, g).fields.at("types"), truth.at("types")));
 
   // Wrong pairings name what is needed.
-  WrappedDiffusion diff{DiffusionOptions{}};
+  WrappedDiffusion diff(diffusion_options(resolved_config("crysbfn.diffusion")));
   auto expect_error = [&](auto&& f, const std::string& text) {
     try {
       f();
@@ -324,10 +320,10 @@ TEST(CrysSampler, GenerationDrawsTypesAndCountsAndWrongPairingsAreClearErrors) {
   };
   req.cond = perov().sample_conditions(0, 20, g);
   expect_error([&] { sampler.sample(oracle, &diff, req, g); }, "path type crysbfn.bfn");
-  expect_error([&] { DiffusionSampler(10, false, 5e-7).sample(oracle, &flow, req, g); }, "path type crysbfn.diffusion");
+  expect_error([&] { DiffusionSampler(10, false, 5e-7, false).sample(oracle, &flow, req, g); }, "path type crysbfn.diffusion");
   req.steps = 11;
   expect_error([&] { sampler.sample(oracle, &flow, req, g); }, "at most N");
-  BfnLoss loss{BfnLossOptions{}};
+  BfnLoss loss(bfn_loss_options(resolved_config("crysbfn.bfn_loss")));
   auto batch = perov().train_batch(4, g);
   expect_error([&] { loss.compute(oracle, nullptr, batch, g); }, "path type crysbfn.bfn");
   // A model without named crystal outputs (here: a wrapper that does not delegate).
@@ -342,11 +338,9 @@ TEST(CrysTraining, ShortCspRunBeatsTheUntrainedModel) {
   // A small CrysBFN (N = 10, CSPNet 64 x 3) trained for a few hundred Adam steps on val,
   // evaluated on the first 200 test compositions with the 10-call end-back sampler.
   torch::manual_seed(0);
-  BayesianFlowOptions fo;
-  BayesianFlow flow(fo);
-  CspNetOptions o;
-  o.hidden = 64, o.layers = 3, o.num_freqs = 16, o.time_dim = 32;
-  CrystalModel model(o, "cpu");
+  BayesianFlow flow(bayesian_flow_options(resolved_config("crysbfn.bfn")));
+  CrystalModel model(cspnet_options(resolved_config("crysbfn.cspnet", {{"hidden", 64}, {"layers", 3}, {"num_freqs", 16}, {"time_dim", 32}}), {}),
+                     "cpu");
   BfnSampler sampler(0);
   auto evaluate = [&] {
     torch::NoGradGuard ng;
@@ -362,7 +356,7 @@ TEST(CrysTraining, ShortCspRunBeatsTheUntrainedModel) {
   };
   nlohmann::json before = evaluate();
   torch::optim::Adam opt(model.module().parameters(), torch::optim::AdamOptions(2e-3));
-  BfnLoss loss{BfnLossOptions{}};
+  BfnLoss loss(bfn_loss_options(resolved_config("crysbfn.bfn_loss")));
   auto g = at::detail::createCPUGenerator(0);
   double first = 0, last = 0;
   const int steps = 700;

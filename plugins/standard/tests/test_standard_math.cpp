@@ -10,6 +10,7 @@
 #include "standard/domains.h"
 #include "standard/metrics.h"
 #include "standard/ode_solvers.h"
+#include "test_util.h"
 
 using namespace standard;
 
@@ -19,6 +20,14 @@ torch::Generator make_gen(uint64_t seed) { return at::detail::createCPUGenerator
 const auto kD = torch::TensorOptions().dtype(torch::kDouble);
 
 double max_abs(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+// Options built the way the factories build them: the manifest's defaults plus `overrides`.
+std::shared_ptr<const Scheduler> scheduler(const nlohmann::json& overrides) {
+  return make_scheduler(scheduler_options(resolved_config("standard.affine", overrides)));
+}
+GridOptions grid_options(const std::string& solver, const nlohmann::json& overrides = nlohmann::json::object()) {
+  return read_grid_options(resolved_config("standard." + solver, overrides));
+}
 
 struct ClosedForm {
   std::string name;
@@ -30,12 +39,12 @@ std::vector<ClosedForm> schedulers() {
   const double bmin = 0.1, bmax = 20.0;
   auto T = [=](double t) { return 0.5 * (1 - t) * (1 - t) * (bmax - bmin) + (1 - t) * bmin; };
   return {
-      {"condot", make_scheduler("condot"), [](double t) { return t; }, [](double t) { return 1 - t; }},
-      {"polynomial3", make_scheduler("polynomial", 3.0), [](double t) { return t * t * t; },
+      {"condot", scheduler({{"scheduler", "condot"}}), [](double t) { return t; }, [](double t) { return 1 - t; }},
+      {"polynomial3", scheduler({{"scheduler", "polynomial"}, {"exponent", 3.0}}), [](double t) { return t * t * t; },
        [](double t) { return 1 - t * t * t; }},
-      {"vp", make_scheduler("vp", 2.0, bmin, bmax), [=](double t) { return std::exp(-0.5 * T(t)); },
+      {"vp", scheduler({{"scheduler", "vp"}, {"beta_min", bmin}, {"beta_max", bmax}}), [=](double t) { return std::exp(-0.5 * T(t)); },
        [=](double t) { return std::sqrt(1 - std::exp(-T(t))); }},
-      {"cosine", make_scheduler("cosine"), [](double t) { return std::sin(M_PI / 2 * t); },
+      {"cosine", scheduler({{"scheduler", "cosine"}}), [](double t) { return std::sin(M_PI / 2 * t); },
        [](double t) { return std::cos(M_PI / 2 * t); }},
   };
 }
@@ -151,7 +160,7 @@ double fitted_order(StepFunction step, int64_t stages) {
   torch::Tensor x0 = torch::tensor({1.0, -2.0, 0.5}, kD);
   torch::Tensor exact = x0 * std::exp(-0.5);
   std::vector<double> lh, le;
-  FixedStepSolver solver("test", step, GridOptions{});
+  FixedStepSolver solver("test", step, grid_options("euler"));
   for (int64_t n : {8, 16, 32, 64}) {
     flowkit::SolveResult r = solver.integrate(decay_field(), x0, solver.grid(n), gen, true);
     EXPECT_EQ(r.nfe, n * stages);
@@ -175,15 +184,14 @@ TEST(StandardSolvers, FixedStepOrdersOfConvergence) {
 }
 
 TEST(StandardSolvers, GridsAndBackwardIntegration) {
-  GridOptions g;
-  g.steps = 4;
+  GridOptions g = grid_options("euler", {{"steps", 4}});
   EXPECT_TRUE(torch::allclose(make_grid(g, 0), torch::tensor({0.0, 0.25, 0.5, 0.75, 1.0}, kD)));
   EXPECT_EQ(make_grid(g, 10).size(0), 11);
   g.time_grid = std::vector<double>{0.0, 0.5, 0.9, 1.0};
   EXPECT_TRUE(torch::allclose(make_grid(g, 0), torch::tensor({0.0, 0.5, 0.9, 1.0}, kD)));
   // RK4 from t = 1 back to t = 0 recovers x(0).
   auto gen = make_gen(0);
-  FixedStepSolver rk4("rk4", &rk4_step, GridOptions{});
+  FixedStepSolver rk4("rk4", &rk4_step, grid_options("rk4"));
   torch::Tensor x1 = torch::tensor({std::exp(-0.5)}, kD);
   torch::Tensor back = torch::linspace(1.0, 0.0, 41, kD);
   EXPECT_NEAR(rk4.integrate(decay_field(), x1, back, gen).x.item<double>(), 1.0, 1e-7);
@@ -196,9 +204,7 @@ TEST(StandardSolvers, Dopri5MeetsToleranceAndAdapts) {
     return torch::stack({x.select(-1, 1), -x.select(-1, 0)}, -1);
   };
   torch::Tensor x0 = torch::tensor({{1.0, 0.0}}, kD);
-  GridOptions g;
-  g.steps = 1;
-  g.t1 = 2 * M_PI;
+  GridOptions g = grid_options("dopri5", {{"steps", 1}, {"t1", 2 * M_PI}});
   int64_t nfe_loose = 0, nfe_tight = 0;
   for (double tol : {1e-3, 1e-6, 1e-9}) {
     Dopri5Solver solver({tol, tol, 100000}, g);
@@ -210,7 +216,7 @@ TEST(StandardSolvers, Dopri5MeetsToleranceAndAdapts) {
   }
   EXPECT_LT(nfe_loose * 3, nfe_tight);
   // Output at every grid time, each accurate: x(t) = x(0) exp(-t^2/2).
-  Dopri5Solver solver({1e-8, 1e-8, 100000}, GridOptions{});
+  Dopri5Solver solver({1e-8, 1e-8, 100000}, grid_options("dopri5"));
   torch::Tensor grid = torch::linspace(0.0, 2.0, 5, kD);
   flowkit::SolveResult r = solver.integrate(decay_field(), torch::tensor({2.0}, kD), grid, gen, true);
   ASSERT_EQ(r.intermediates.size(), 5u);
@@ -227,8 +233,7 @@ TEST(StandardSolvers, EulerMaruyamaOrnsteinUhlenbeckMoments) {
   // dx = -x dt + g dW from x(0) = 2: mean 2 e^{-T}, variance g^2 (1 - e^{-2T}) / 2.
   auto gen = make_gen(7);
   const double g = 0.8, T = 1.0;
-  GridOptions go;
-  go.steps = 200;
+  GridOptions go = grid_options("euler_maruyama", {{"steps", 200}});
   EulerMaruyamaSolver em(g, go);
   flowkit::VectorField drift = [](const torch::Tensor& x, const torch::Tensor&) { return -x; };
   torch::Tensor x0 = torch::full({40000}, 2.0, kD);

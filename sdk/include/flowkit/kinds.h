@@ -14,6 +14,7 @@ struct KindInfo {
   const char* name;            // "domain": the manifest's "kind" and the pipeline's section key
   const char* interface_name;  // "flowkit::Domain"
   const char* header;          // "flowkit/domain.h"
+  bool optional;               // a pipeline may leave this section out (a flow needs no path)
 };
 
 // In build order: a component may use those before it (BuildContext).
@@ -21,6 +22,8 @@ const std::array<KindInfo, 5>& kinds();
 const KindInfo& kind_info(Kind kind);
 const char* kind_name(Kind kind);
 bool parse_kind(const std::string& s, Kind* out);
+// "domain, path, model, loss, solver" (for messages).
+std::string kind_list();
 
 class Component;
 // Whether `c` implements the interface of `kind` (flowkit::Domain for Kind::domain, ...).

@@ -1,6 +1,7 @@
 // Test plugin for SDK 3.0's likelihood path: an affine-coupling normalizing flow with no
-// probability path, trained by exact likelihood, sampled through its inverse; and a wrapper
-// model that steers another plugin's model while passing its capabilities on.
+// probability path, trained by exact likelihood, sampled through its inverse. Two small paths,
+// a velocity loss that needs a path and a one-step sampler that needs the linear one give the
+// host's validation tests their "needs" cases without a bundled plugin.
 #include <flowkit/flowkit.h>
 #include <torch/torch.h>
 
@@ -20,7 +21,7 @@ class Gauss2d final : public flowkit::Domain {
     auto g = at::detail::createCPUGenerator(12345);  // a fixed held-out set
     return {{"x", draw(n, g)}};
   }
-  std::vector<std::string> metric_names() const override { return {"entropy_bits_per_dim", "correlation"}; }
+  std::vector<std::string> metric_names() const override { return {"entropy_bits_per_dim", "correlation", "mean_x", "mean_y"}; }
   nlohmann::json evaluate(const Batch& generated, const Batch&, const std::vector<std::string>& metrics,
                           torch::Generator&) const override {
     nlohmann::json out;
@@ -29,6 +30,8 @@ class Gauss2d final : public flowkit::Domain {
       // The data's differential entropy per dimension in bits: the floor of any model's NLL.
       if (m == "entropy_bits_per_dim") out[m] = (std::log(2 * M_PI * M_E) + 0.5 * std::log(1 - rho_ * rho_)) / (2 * std::log(2.0));
       if (m == "correlation") out[m] = torch::corrcoef(x.t())[0][1].item<double>();
+      if (m == "mean_x") out[m] = x.select(1, 0).mean().item<double>();
+      if (m == "mean_y") out[m] = x.select(1, 1).mean().item<double>();
     }
     return out;
   }
@@ -43,10 +46,15 @@ class Gauss2d final : public flowkit::Domain {
 };
 
 struct CouplingNet : torch::nn::Module {
-  CouplingNet(int64_t layers, int64_t hidden) {
-    for (int64_t i = 0; i < layers; ++i)
-      nets.push_back(register_module("c" + std::to_string(i),
-                                     torch::nn::Sequential(torch::nn::Linear(1, hidden), torch::nn::Tanh(), torch::nn::Linear(hidden, 2))));
+  CouplingNet(int64_t layers, int64_t hidden, const std::string& activation) {
+    for (int64_t i = 0; i < layers; ++i) {
+      torch::nn::Sequential net(torch::nn::Linear(1, hidden));
+      if (activation == "silu") net->push_back(torch::nn::SiLU());
+      else if (activation == "relu") net->push_back(torch::nn::ReLU());
+      else net->push_back(torch::nn::Tanh());  // the manifest allows only these three
+      net->push_back(torch::nn::Linear(hidden, 2));
+      nets.push_back(register_module("c" + std::to_string(i), net));
+    }
   }
   std::vector<torch::nn::Sequential> nets;
 };
@@ -54,7 +62,8 @@ struct CouplingNet : torch::nn::Module {
 // Layer i keeps coordinate i % 2 and transforms the other: y = x e^s(k) + b(k).
 class Coupling final : public flowkit::Model, public flowkit::InvertibleModel {
  public:
-  Coupling(int64_t layers, int64_t hidden) : net_(std::make_shared<CouplingNet>(layers, hidden)) {}
+  Coupling(int64_t layers, int64_t hidden, const std::string& activation)
+      : net_(std::make_shared<CouplingNet>(layers, hidden, activation)) {}
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&, const Conditioning& cond) override {
     return to_latent(x, cond).z;
   }
@@ -121,26 +130,79 @@ class LatentSampler final : public flowkit::Solver {
   double tau_;
 };
 
-// Steers any model by an offset on its output; its capabilities are the inner model's.
-class Steered final : public flowkit::Model {
- public:
-  Steered(std::unique_ptr<flowkit::Model> inner, double offset) : inner_(std::move(inner)), offset_(offset) {}
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const Conditioning& cond) override {
-    return inner_->forward(x, t, cond) + offset_;
-  }
-  torch::nn::Module& module() override { return inner_->module(); }
-  Component* capability_delegate() override { return inner_.get(); }
+// t of shape [B] broadcast against x of shape [B, ...].
+torch::Tensor per_item(const torch::Tensor& t, const torch::Tensor& x) {
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[0] = t.size(0);
+  return t.to(x.options()).view(shape);
+}
 
- private:
-  std::unique_ptr<flowkit::Model> inner_;
-  double offset_;
+// x_t = (1 - t) x0 + t x1 from a standard normal prior.
+class LinearPath final : public flowkit::Path {
+ public:
+  flowkit::PathSample sample(const torch::Tensor& x0, const torch::Tensor& x1, const torch::Tensor& t) const override {
+    auto tt = per_item(t, x0);
+    return {t, x0, x1, (1 - tt) * x0 + tt * x1, x1 - x0, {}};
+  }
+  torch::Tensor prior(int64_t n, const std::vector<int64_t>& item_shape, torch::Generator& gen,
+                      const torch::TensorOptions& options) const override {
+    std::vector<int64_t> shape{n};
+    shape.insert(shape.end(), item_shape.begin(), item_shape.end());
+    return flowkit::random::randn(shape, gen, options);
+  }
+};
+
+// x_t = cos(pi t / 2) x0 + sin(pi t / 2) x1 from a standard normal prior.
+class TrigPath final : public flowkit::Path {
+ public:
+  flowkit::PathSample sample(const torch::Tensor& x0, const torch::Tensor& x1, const torch::Tensor& t) const override {
+    auto a = per_item(t, x0) * (M_PI / 2);
+    return {t, x0, x1, torch::cos(a) * x0 + torch::sin(a) * x1, (M_PI / 2) * (torch::cos(a) * x1 - torch::sin(a) * x0), {}};
+  }
+  torch::Tensor prior(int64_t n, const std::vector<int64_t>& item_shape, torch::Generator& gen,
+                      const torch::TensorOptions& options) const override {
+    std::vector<int64_t> shape{n};
+    shape.insert(shape.end(), item_shape.begin(), item_shape.end());
+    return flowkit::random::randn(shape, gen, options);
+  }
+};
+
+// Regresses the model onto the path's conditional velocity at a uniform time.
+class VelocityMse final : public flowkit::Loss {
+ public:
+  flowkit::LossOutput compute(flowkit::Model& model, const flowkit::Path* path, const Batch& batch, torch::Generator& gen) override {
+    if (!path) throw flowkit::Error("fk_flows.velocity_mse needs a path");
+    const torch::Tensor& x1 = batch.at("x");
+    std::vector<int64_t> shape(x1.sizes().begin(), x1.sizes().end());
+    torch::Tensor x0 = path->prior(x1.size(0), {shape.begin() + 1, shape.end()}, gen, x1.options());
+    torch::Tensor t = flowkit::random::rand({x1.size(0)}, gen, x1.options());
+    flowkit::PathSample s = path->sample(x0, x1, t);
+    flowkit::LossOutput out;
+    out.loss = (model.forward(s.xt, t, {}) - s.dxt).pow(2).mean();
+    return out;
+  }
+};
+
+// One Euler step from t = 0 to 1: x1 = x0 + v(x0, 0), exact only on the straight (linear) path.
+class OneStep final : public flowkit::Solver {
+ public:
+  flowkit::SolveResult sample(flowkit::Model& model, const flowkit::Path* path, const flowkit::SampleRequest& req,
+                              torch::Generator& gen) const override {
+    if (!path) throw flowkit::Error("fk_flows.one_step needs a path");
+    torch::NoGradGuard no_grad;
+    torch::Tensor x0 = path->prior(req.n, req.item_shape, gen, req.options);
+    flowkit::SolveResult r;
+    r.x = x0 + model.forward(x0, torch::zeros({req.n}, req.options), req.cond);
+    r.nfe = 1;
+    return r;
+  }
 };
 
 std::unique_ptr<flowkit::Component> make_gauss2d(const flowkit::Config& cfg, const flowkit::BuildContext&) {
   return std::make_unique<Gauss2d>(cfg.get<double>("rho"));
 }
 std::unique_ptr<flowkit::Component> make_coupling(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
-  auto m = std::make_unique<Coupling>(cfg.get<int64_t>("layers"), cfg.get<int64_t>("hidden"));
+  auto m = std::make_unique<Coupling>(cfg.get<int64_t>("layers"), cfg.get<int64_t>("hidden"), cfg.get<std::string>("activation"));
   m->module().to(torch::Device(ctx.device));
   return m;
 }
@@ -148,21 +210,23 @@ std::unique_ptr<flowkit::Component> make_nll(const flowkit::Config&, const flowk
 std::unique_ptr<flowkit::Component> make_latent_sampler(const flowkit::Config& cfg, const flowkit::BuildContext&) {
   return std::make_unique<LatentSampler>(cfg.get<double>("temperature"));
 }
-std::unique_ptr<flowkit::Component> make_steered(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
-  const double offset = cfg.get<double>("offset");
-  std::unique_ptr<flowkit::Component> c = ctx.build(flowkit::Kind::model, cfg.child("net"));
-  auto* m = dynamic_cast<flowkit::Model*>(c.get());
-  if (!m) cfg.fail("net", "the inner component is not a model");
-  c.release();
-  return std::make_unique<Steered>(std::unique_ptr<flowkit::Model>(m), offset);
+std::unique_ptr<flowkit::Component> make_linear(const flowkit::Config&, const flowkit::BuildContext&) {
+  return std::make_unique<LinearPath>();
 }
-
+std::unique_ptr<flowkit::Component> make_trig(const flowkit::Config&, const flowkit::BuildContext&) { return std::make_unique<TrigPath>(); }
+std::unique_ptr<flowkit::Component> make_velocity_mse(const flowkit::Config&, const flowkit::BuildContext&) {
+  return std::make_unique<VelocityMse>();
+}
+std::unique_ptr<flowkit::Component> make_one_step(const flowkit::Config&, const flowkit::BuildContext&) { return std::make_unique<OneStep>(); }
 void register_all(flowkit::Registry& r) {
   r.add(flowkit::Kind::domain, "gauss2d", make_gauss2d);
   r.add(flowkit::Kind::model, "coupling", make_coupling);
   r.add(flowkit::Kind::loss, "nll", make_nll);
   r.add(flowkit::Kind::solver, "latent_sampler", make_latent_sampler);
-  r.add(flowkit::Kind::model, "steered", make_steered);
+  r.add(flowkit::Kind::path, "linear", make_linear);
+  r.add(flowkit::Kind::path, "trig", make_trig);
+  r.add(flowkit::Kind::loss, "velocity_mse", make_velocity_mse);
+  r.add(flowkit::Kind::solver, "one_step", make_one_step);
 }
 
 }  // namespace

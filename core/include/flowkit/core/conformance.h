@@ -9,7 +9,7 @@
 namespace flowkit::core {
 
 struct ConformanceCheck {
-  std::string component;  // "standard.mlp"
+  std::string component;  // "<plugin>.<component>"
   std::string check;      // "builds", "reads its declared parameters", "capability ode_integrator", ...
   bool passed = false;
   std::string detail;     // why it failed

@@ -27,11 +27,11 @@ struct ParamSpec {
 
 struct ComponentSpec {
   Kind kind = Kind::domain;
-  std::string plugin;                    // "standard"
+  std::string plugin;                    // the plugin's name
   std::string name;                      // "mlp"
   std::string summary;
   std::vector<Kind> needs;               // other pipeline sections it needs ("needs": ["domain"])
-  // Types those sections must have, where the manifest says ("needs": ["path:crysbfn.bfn"]):
+  // Types those sections must have, where the manifest says ("needs": ["path:myplugin.flow"]):
   // checked when a pipeline is validated, before anything is built.
   std::map<Kind, std::vector<std::string>> needs_types;
   std::vector<ParamSpec> params;         // sorted by name

@@ -21,7 +21,11 @@ class RunDirectory {
   std::filesystem::path eval() const { return root_ / "eval.json"; }
   std::filesystem::path weights() const { return root_ / "weights.pt"; }
   std::filesystem::path checkpoints() const { return root_ / "checkpoints"; }
-  std::filesystem::path checkpoint(int64_t step) const;
+  std::filesystem::path checkpoint(int64_t step) const {  // step_00001234.pt
+    std::string digits = std::to_string(step);
+    if (digits.size() < 8) digits.insert(0, 8 - digits.size(), '0');
+    return checkpoints() / ("step_" + digits + ".pt");
+  }
   std::filesystem::path last_checkpoint() const { return checkpoints() / "last.pt"; }
   std::filesystem::path samples(const std::string& output) const { return root_ / output; }
   // A run that has trained at least once (its last checkpoint exists).

@@ -15,18 +15,21 @@
 
 namespace crysbfn {
 
-// Defaults are plugin.json's (a test checks they agree); the factory reads every key.
+// The parameters of `crysbfn.cspnet`, filled by cspnet_options (defaults: plugin.json).
 struct CspNetOptions {
-  int64_t hidden = 96;
-  int64_t layers = 4;
-  int64_t num_freqs = 32;     // Fourier features k = 0..F-1 of fractional differences
-  int64_t time_dim = 64;      // sinusoidal embedding of t * 1000
-  bool accuracy_input = true; // 3 per-atom scalars (CrysBFN's entropy conditioning) enter the nodes
+  int64_t hidden = 0;
+  int64_t layers = 0;
+  int64_t num_freqs = 0;       // Fourier features k = 0..F-1 of fractional differences
+  int64_t time_dim = 0;        // sinusoidal embedding of t * 1000
+  bool accuracy_input = false; // 3 per-atom scalars (CrysBFN's entropy conditioning) enter the nodes
   // Atom types enter as an embedding of the atomic number (CSP: types are given), or as a
   // distribution over `vocabulary` through a Linear layer (generation: 2*theta - 1).
   bool type_distribution = false;
   std::vector<int64_t> vocabulary;  // atomic numbers of the type head / distribution input
 };
+// Reads every key of `crysbfn.cspnet`; with type_input "distribution" the vocabulary is the
+// training elements of ctx.domain (CrystalVocabulary, crysbfn/domain.h).
+CspNetOptions cspnet_options(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
 
 // One crystal state as the network sees it. Per atom: frac [A,3] (fractional coordinates,
 // period 1; values outside [0,1) are fine), accuracy [A,3] (ignored unless accuracy_input),

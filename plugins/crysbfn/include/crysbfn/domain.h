@@ -14,16 +14,19 @@
 
 namespace crysbfn {
 
-// Defaults are plugin.json's (a test checks they agree); the factory reads every key.
+// The parameters of `crysbfn.crystal`, filled by crystal_domain_options (defaults: plugin.json).
 struct CrystalDomainOptions {
   std::string train_file;      // CDVAE CSV (.csv or .csv.gz) sampled for training
   std::string reference_file;  // CDVAE CSV whose leading rows are the fixed reference subset
   bool skip_bad_rows = false;
-  std::string task = "csp";    // "csp" (match rate first) or "gen" (validity and distances)
+  std::string task;            // "csp" (match rate first) or "gen" (validity and distances)
   MatcherOptions matcher;
-  double min_distance = 0.5;   // structural validity: smallest allowed interatomic distance (Å)
-  double min_volume = 0.1;     // structural validity: smallest allowed cell volume (Å^3)
+  double min_distance = 0;     // structural validity: smallest allowed interatomic distance (Å)
+  double min_volume = 0;       // structural validity: smallest allowed cell volume (Å^3)
 };
+// Reads every key of `crysbfn.crystal`; a file not given is the perov-5 one shipped in
+// ctx.plugin_dir/data/perov_5/{val,test}.csv.gz; fails naming the key when a file is missing.
+CrystalDomainOptions crystal_domain_options(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
 
 // Capability of a crystal domain: the elements of its training data, the vocabulary of a
 // network that generates atom types (crysbfn.cspnet with type_input "distribution").
@@ -86,8 +89,7 @@ class CrystalDomain : public flowkit::Domain, public CrystalVocabulary {
   torch::Device device_;
 };
 
-// Factory of `crysbfn.crystal`; data default: ctx.plugin_dir/data/perov_5/{val,test}.csv.gz.
+// Factory of `crysbfn.crystal`.
 std::unique_ptr<flowkit::Component> make_crystal_domain(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
-void register_components(flowkit::Registry& registry);
 
 }  // namespace crysbfn

@@ -21,10 +21,11 @@ Mat3 niggli_reduce(const Mat3& lattice, double tol = 1e-5);
 std::vector<int> linear_assignment(const std::vector<double>& cost, int n);
 
 // ---- StructureMatcher -------------------------------------------------------------------
+// stol, ltol, angle_tol are parameters of `crysbfn.crystal` (defaults: plugin.json).
 struct MatcherOptions {
-  double stol = 0.5;        // site tolerance, in units of (V/n)^(1/3)
-  double ltol = 0.3;        // fractional length tolerance
-  double angle_tol = 10.0;  // degrees
+  double stol = 0;          // site tolerance, in units of (V/n)^(1/3)
+  double ltol = 0;          // fractional length tolerance
+  double angle_tol = 0;     // degrees
   bool scale = true;        // scale both lattices to the same volume first
   bool niggli = true;       // Niggli-reduce both structures first
 };
@@ -48,7 +49,7 @@ struct MatchResult {
 // RMS normalised by (V/n)^(1/3) of the average lattice. Matched iff the minimum RMS < stol.
 // Not ported: primitive-cell reduction (a no-op whenever the gcd of the species counts is 1,
 // e.g. every perov-5 crystal) and supercell matching.
-MatchResult match_structures(const Crystal& pred, const Crystal& ref, const MatcherOptions& options = {});
+MatchResult match_structures(const Crystal& pred, const Crystal& ref, const MatcherOptions& options);
 
 // ---- validity ---------------------------------------------------------------------------
 // Why a crystal cannot be built at all: "" when it can, else "nan_value",
@@ -60,7 +61,7 @@ std::string construction_problem(const Crystal& c);
 double min_pair_distance(const Crystal& c);
 // CDVAE structure_validity: constructible, all pairwise distances >= cutoff and volume >= min_volume.
 // `reason` (optional) receives "" or a short reason ("overlapping_atoms", "small_volume", ...).
-bool structure_valid(const Crystal& c, double cutoff = 0.5, double min_volume = 0.1, std::string* reason = nullptr);
+bool structure_valid(const Crystal& c, double cutoff, double min_volume, std::string* reason = nullptr);
 // CDVAE smact_validity(use_pauling_test=True, include_alloys=True) on the reduced
 // composition: a single element or all-metal alloy is valid; otherwise some combination of
 // SMACT oxidation states must be charge neutral and pass SMACT's Pauling electronegativity

@@ -63,9 +63,15 @@ class CosineScheduler : public Scheduler {
   std::string name() const override { return "cosine"; }
 };
 
-// name: condot | polynomial | vp | cosine.
-std::shared_ptr<const Scheduler> make_scheduler(const std::string& name, double exponent = 2.0,
-                                                double beta_min = 0.1, double beta_max = 20.0);
+// The parameters of `standard.affine` (defaults and ranges: plugin.json).
+struct SchedulerOptions {
+  std::string scheduler;  // condot | polynomial | vp | cosine
+  double exponent = 0;    // polynomial
+  double beta_min = 0, beta_max = 0;  // vp
+};
+// Reads every key of a resolved config; checks beta_max >= beta_min.
+SchedulerOptions scheduler_options(const flowkit::Config& cfg);
+std::shared_ptr<const Scheduler> make_scheduler(const SchedulerOptions& options);
 
 // Reshapes t ([B] or 0-dim) so that it broadcasts over the item dimensions of `like`, in
 // like's dtype and device.

@@ -11,13 +11,17 @@
 
 namespace standard {
 
+// The parameters of `standard.cfm` (defaults and ranges: plugin.json) and the domain's
+// number of classes.
 struct CFMOptions {
-  std::string time_sampler = "uniform";  // uniform | logit_normal
-  double logit_mean = 0.0;
-  double logit_std = 1.0;
-  double label_dropout = 0.0;  // probability of replacing a label by the null class
+  std::string time_sampler;    // uniform | logit_normal
+  double logit_mean = 0;
+  double logit_std = 0;
+  double label_dropout = 0;    // probability of replacing a label by the null class
   int64_t num_classes = 0;     // null class index (from the domain)
 };
+// Reads every key of a resolved config (num_classes stays 0).
+CFMOptions cfm_options(const flowkit::Config& cfg);
 
 // Draws n times: uniform on [0, 1) or sigmoid(N(logit_mean, logit_std^2)).
 torch::Tensor sample_times(const CFMOptions& options, int64_t n, torch::Generator& gen,

@@ -93,7 +93,7 @@ class DigitsDomain : public flowkit::Domain {
   // metrics fd_digits, class_entropy and classifier_confidence need it (loaded when present).
   // Those and nn_train_distance read generated items clamped to [-1, 1] (as images);
   // outlier_share is the share of generated items with max |x| > 3 before clamping.
-  DigitsDomain(const std::string& file, int64_t projections, std::string device, std::string classifier = "");
+  DigitsDomain(const std::string& file, int64_t projections, std::string device, std::string classifier);
   std::vector<int64_t> item_shape() const override { return {64}; }
   int64_t num_classes() const override { return 10; }
   flowkit::Batch train_batch(int64_t n, torch::Generator& gen) override;  // with replacement

@@ -16,15 +16,19 @@ namespace standard {
 // An odd dim gets one zero column.
 torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim);
 
+// The parameters of `standard.mlp` (defaults and ranges: plugin.json) and the two sizes
+// the factory takes from the domain.
 struct MLPOptions {
-  int64_t in_dim = 2;
-  int64_t hidden = 256;
-  int64_t layers = 3;          // number of hidden layers (each `hidden` wide)
-  int64_t time_embedding_dim = 64;
-  std::string activation = "silu";  // silu | relu | gelu | tanh
+  int64_t in_dim = 0;          // from the domain: product of its item shape
+  int64_t hidden = 0;
+  int64_t layers = 0;          // number of hidden layers (each `hidden` wide)
+  int64_t time_embedding_dim = 0;
+  std::string activation;      // silu | relu | gelu | tanh
   bool class_conditional = false;
-  int64_t num_classes = 0;     // labels 0..num_classes-1; index num_classes is the null class
+  int64_t num_classes = 0;     // from the domain: labels 0..num_classes-1; index num_classes is the null class
 };
+// Reads every key of a resolved config (in_dim and num_classes stay 0).
+MLPOptions mlp_options(const flowkit::Config& cfg);
 
 // h1 = act(W_in x + T(t) [+ E(label)]), h_{k+1} = act(W_k h_k), out = W_out h_L, where
 // T = Linear(sinusoidal(t)) -> act -> Linear and E is an embedding with a null class.

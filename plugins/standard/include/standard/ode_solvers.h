@@ -15,17 +15,17 @@
 namespace standard {
 
 // The time grid shared by all solvers: an explicit `time_grid`, or `steps` uniform steps
-// from t0 to t1.
+// from t0 to t1 (defaults: plugin.json).
 struct GridOptions {
-  int64_t steps = 50;
+  int64_t steps = 0;
   std::optional<std::vector<double>> time_grid;
-  double t0 = 0.0;
-  double t1 = 1.0;
+  double t0 = 0;
+  double t1 = 0;
 };
 // steps > 0: a uniform grid with that many steps (an explicit request wins); steps == 0:
 // the configured time_grid if any, else a uniform grid of options.steps. 1-D float64, CPU.
 torch::Tensor make_grid(const GridOptions& options, int64_t steps);
-// Reads steps, time_grid, t0, t1.
+// Reads steps, time_grid, t0, t1; checks t0 != t1 and that time_grid is strictly monotone.
 GridOptions read_grid_options(const flowkit::Config& cfg);
 
 // One step of size h from (x, t); adds the number of field evaluations to *nfe. Pure.
@@ -50,11 +50,14 @@ class FixedStepSolver : public flowkit::IntegratingSolver {
   GridOptions grid_;
 };
 
+// The tolerances of `standard.dopri5` (defaults: plugin.json).
 struct Dopri5Options {
-  double atol = 1e-5;
-  double rtol = 1e-5;
-  int64_t max_steps = 10000;  // accepted + rejected steps over one integrate() call
+  double atol = 0;
+  double rtol = 0;
+  int64_t max_steps = 0;  // accepted + rejected steps over one integrate() call
 };
+// Reads atol, rtol, max_steps (the grid keys: read_grid_options).
+Dopri5Options dopri5_options(const flowkit::Config& cfg);
 
 // Adaptive Dormand–Prince 5(4) with FSAL, Hairer's initial step selection and the
 // error norm RMS(err / (atol + rtol max(|x|, |x_new|))). It steps between successive grid

@@ -1,6 +1,5 @@
-// CrysBFN and DiffCSP-style losses and samplers, and the registration of every crysbfn
-// component beyond the domain.
-#include "crysbfn/methods.h"
+// CrysBFN and DiffCSP-style losses and samplers, and their factories.
+#include "crysbfn/losses_samplers.h"
 
 #include <cmath>
 
@@ -341,34 +340,35 @@ flowkit::SolveResult DiffusionSampler::sample(flowkit::Model& model, const flowk
   return crystal_result(L, F, comp.types, nfe);
 }
 
-// ---- registration ------------------------------------------------------------------------------
+// ---- factories ---------------------------------------------------------------------------------
 
-void register_methods(flowkit::Registry& r) {
-  using flowkit::Kind;
-  r.add(Kind::path, "bfn", &make_bayesian_flow);
-  r.add(Kind::path, "diffusion", &make_diffusion);
-  r.add(Kind::model, "cspnet", &make_cspnet);
-  r.add(Kind::loss, "bfn_loss", [](const flowkit::Config& cfg, const flowkit::BuildContext&) -> std::unique_ptr<flowkit::Component> {
-    BfnLossOptions o;
-    o.cost_coord = cfg.get<double>("cost_coord");
-    o.cost_lattice = cfg.get<double>("cost_lattice");
-    o.cost_type = cfg.get<double>("cost_type");
-    o.cosine = cfg.get<std::string>("coord_distance") == "cosine";
-    return std::make_unique<BfnLoss>(o);
-  });
-  r.add(Kind::loss, "diffusion_loss", [](const flowkit::Config& cfg, const flowkit::BuildContext&) -> std::unique_ptr<flowkit::Component> {
-    const double cost_coord = cfg.get<double>("cost_coord");
-    return std::make_unique<DiffusionLoss>(cost_coord, cfg.get<double>("cost_lattice"));
-  });
-  r.add(Kind::solver, "bfn_sampler", [](const flowkit::Config& cfg, const flowkit::BuildContext&) -> std::unique_ptr<flowkit::Component> {
-    return std::make_unique<BfnSampler>(cfg.get<int64_t>("steps"));
-  });
-  r.add(Kind::solver, "diffusion_sampler", [](const flowkit::Config& cfg, const flowkit::BuildContext&) -> std::unique_ptr<flowkit::Component> {
-    const int64_t steps = cfg.get<int64_t>("steps");
-    const bool corrector = cfg.get<bool>("corrector");
-    const double step_lr = cfg.get<double>("step_lr");
-    return std::make_unique<DiffusionSampler>(steps, corrector, step_lr, cfg.get<bool>("deterministic"));
-  });
+BfnLossOptions bfn_loss_options(const flowkit::Config& cfg) {
+  BfnLossOptions o;
+  o.cost_coord = cfg.get<double>("cost_coord");
+  o.cost_lattice = cfg.get<double>("cost_lattice");
+  o.cost_type = cfg.get<double>("cost_type");
+  o.cosine = cfg.get<std::string>("coord_distance") == "cosine";
+  return o;
+}
+
+std::unique_ptr<flowkit::Component> make_bfn_loss(const flowkit::Config& cfg, const flowkit::BuildContext&) {
+  return std::make_unique<BfnLoss>(bfn_loss_options(cfg));
+}
+
+std::unique_ptr<flowkit::Component> make_diffusion_loss(const flowkit::Config& cfg, const flowkit::BuildContext&) {
+  const double cost_coord = cfg.get<double>("cost_coord");
+  return std::make_unique<DiffusionLoss>(cost_coord, cfg.get<double>("cost_lattice"));
+}
+
+std::unique_ptr<flowkit::Component> make_bfn_sampler(const flowkit::Config& cfg, const flowkit::BuildContext&) {
+  return std::make_unique<BfnSampler>(cfg.get<int64_t>("steps"));
+}
+
+std::unique_ptr<flowkit::Component> make_diffusion_sampler(const flowkit::Config& cfg, const flowkit::BuildContext&) {
+  const int64_t steps = cfg.get<int64_t>("steps");
+  const bool corrector = cfg.get<bool>("corrector");
+  const double step_lr = cfg.get<double>("step_lr");
+  return std::make_unique<DiffusionSampler>(steps, corrector, step_lr, cfg.get<bool>("deterministic"));
 }
 
 }  // namespace crysbfn

@@ -1,4 +1,4 @@
-// crysbfn/flows.h — the two crystal "paths": CrysBFN's Bayesian flow (`crysbfn.bfn`) and the
+// crysbfn/paths.h — the two crystal "paths": CrysBFN's Bayesian flow (`crysbfn.bfn`) and the
 // DiffCSP-style diffusion (`crysbfn.diffusion`). Each holds its schedules, so the loss and the
 // sampler of a pipeline read one definition. Through the generic flowkit::Path contract each
 // exposes its lattice process on a plain tensor (t = 0 prior, t = 1 data); the per-atom parts
@@ -19,16 +19,19 @@
 namespace crysbfn {
 
 // ---- CrysBFN ------------------------------------------------------------------------------
-// Defaults are plugin.json's (a test checks they agree); the factory reads every key.
+// The parameters of `crysbfn.bfn`; bayesian_flow_options fills them from the resolved config
+// (the defaults live only in plugin.json).
 struct BayesianFlowOptions {
-  int64_t steps = 10;            // N: discrete-time steps of training (and of the full sampler)
-  double beta1 = 1e3;            // final coordinate accuracy (von Mises concentration)
-  double sigma1 = 0.0316228;     // lattice (and Euclidean-coordinate) Gaussian BFN: sigma_1
-  double lattice_std = 1.9612;   // lattice normalisation (perov-5)
-  double beta1_type = 3.0;       // discrete BFN on atom types: beta(t) = beta1_type * t^2
-  bool periodic = true;          // false: the Euclidean ablation (Gaussian BFN on fractional coordinates)
-  std::string schedule_file;     // optional (i, alpha, beta) table instead of the computed schedule
+  int64_t steps = 0;         // N: discrete-time steps of training (and of the full sampler)
+  double beta1 = 0;          // final coordinate accuracy (von Mises concentration)
+  double sigma1 = 0;         // lattice (and Euclidean-coordinate) Gaussian BFN: sigma_1
+  double lattice_std = 0;    // lattice normalisation
+  double beta1_type = 0;     // discrete BFN on atom types: beta(t) = beta1_type * t^2
+  bool periodic = false;     // false: the Euclidean ablation (Gaussian BFN on fractional coordinates)
+  std::string schedule_file; // optional (i, alpha, beta) table instead of the computed schedule
 };
+// Reads every key of `crysbfn.bfn`.
+BayesianFlowOptions bayesian_flow_options(const flowkit::Config& cfg);
 
 // Capability of a crystal Bayesian flow: its schedules and flow distributions, as the BFN
 // loss and sampler use them.
@@ -81,13 +84,15 @@ class BayesianFlow : public flowkit::Path, public BayesianFlowSchedule {
 };
 
 // ---- DiffCSP-style diffusion -----------------------------------------------------------------
-// Defaults are plugin.json's (a test checks they agree); the factory reads every key.
+// The parameters of `crysbfn.diffusion`, filled by diffusion_options (defaults: plugin.json).
 struct DiffusionOptions {
-  int64_t steps = 1000;        // T
-  double sigma_begin = 0.005;  // wrapped-normal noise of the coordinates at s = 1
-  double sigma_end = 0.5;      // ... at s = T (log-spaced in between)
-  double cosine_s = 0.008;     // cosine schedule of the lattice DDPM
+  int64_t steps = 0;       // T
+  double sigma_begin = 0;  // wrapped-normal noise of the coordinates at s = 1
+  double sigma_end = 0;    // ... at s = T (log-spaced in between)
+  double cosine_s = 0;     // cosine schedule of the lattice DDPM
 };
+// Reads every key of `crysbfn.diffusion`; fails unless sigma_end > sigma_begin.
+DiffusionOptions diffusion_options(const flowkit::Config& cfg);
 
 // Capability of a crystal diffusion: its discrete schedules, index s in 0..T (0: data),
 // float64 tables of T+1 entries.

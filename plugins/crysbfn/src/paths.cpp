@@ -1,5 +1,5 @@
 // The crystal paths: CrysBFN's Bayesian flow and the DiffCSP-style diffusion.
-#include "crysbfn/flows.h"
+#include "crysbfn/paths.h"
 
 #include <cmath>
 
@@ -150,7 +150,7 @@ torch::Tensor WrappedDiffusion::prior(int64_t n, const std::vector<int64_t>& ite
 
 // ---- factories -------------------------------------------------------------------------------
 
-std::unique_ptr<flowkit::Component> make_bayesian_flow(const flowkit::Config& cfg, const flowkit::BuildContext&) {
+BayesianFlowOptions bayesian_flow_options(const flowkit::Config& cfg) {
   BayesianFlowOptions o;
   o.steps = cfg.get<int64_t>("steps");
   o.beta1 = cfg.get<double>("beta1");
@@ -159,6 +159,11 @@ std::unique_ptr<flowkit::Component> make_bayesian_flow(const flowkit::Config& cf
   o.beta1_type = cfg.get<double>("beta1_type");
   o.periodic = cfg.get<std::string>("coordinates") == "periodic";
   o.schedule_file = cfg.get<std::string>("schedule_file");
+  return o;
+}
+
+std::unique_ptr<flowkit::Component> make_bayesian_flow(const flowkit::Config& cfg, const flowkit::BuildContext&) {
+  BayesianFlowOptions o = bayesian_flow_options(cfg);
   try {
     return std::make_unique<BayesianFlow>(o);
   } catch (const flowkit::Error& e) {
@@ -166,14 +171,18 @@ std::unique_ptr<flowkit::Component> make_bayesian_flow(const flowkit::Config& cf
   }
 }
 
-std::unique_ptr<flowkit::Component> make_diffusion(const flowkit::Config& cfg, const flowkit::BuildContext&) {
+DiffusionOptions diffusion_options(const flowkit::Config& cfg) {
   DiffusionOptions o;
   o.steps = cfg.get<int64_t>("steps");
   o.sigma_begin = cfg.get<double>("sigma_begin");
   o.sigma_end = cfg.get<double>("sigma_end");
   o.cosine_s = cfg.get<double>("cosine_s");
   if (o.sigma_end <= o.sigma_begin) cfg.fail("sigma_end", "must be larger than sigma_begin");
-  return std::make_unique<WrappedDiffusion>(o);
+  return o;
+}
+
+std::unique_ptr<flowkit::Component> make_diffusion(const flowkit::Config& cfg, const flowkit::BuildContext&) {
+  return std::make_unique<WrappedDiffusion>(diffusion_options(cfg));
 }
 
 }  // namespace crysbfn

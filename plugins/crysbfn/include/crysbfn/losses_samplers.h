@@ -1,6 +1,6 @@
-// crysbfn/methods.h — training objectives and samplers of CrysBFN and of the DiffCSP-style
+// crysbfn/losses_samplers.h — training objectives and samplers of CrysBFN and of the DiffCSP-style
 // baseline. Both read their schedules from the pipeline's path through the capabilities
-// BayesianFlowSchedule / DiffusionSchedule (crysbfn/flows.h) and run the network through its
+// BayesianFlowSchedule / DiffusionSchedule (crysbfn/paths.h) and run the network through its
 // named crystal outputs (flowkit::NamedOutputModel, named fields in crysbfn/cspnet.h), so a
 // wrapper model that delegates capabilities works too.
 #pragma once
@@ -10,7 +10,7 @@
 #include <string>
 
 #include "crysbfn/cspnet.h"
-#include "crysbfn/flows.h"
+#include "crysbfn/paths.h"
 #include "flowkit/loss.h"
 #include "flowkit/solver.h"
 
@@ -20,11 +20,13 @@ namespace crysbfn {
 // i ~ U{1..N}, t = (i-1)/N; coordinates from the simulated circular flow at i-1 (or the
 // Gaussian flow in the Euclidean ablation), lattice from the Gaussian flow at t, types (gen)
 // from the discrete flow at t; loss = cost_lattice L_lattice + cost_coord L_coord (+ cost_type L_type).
-// Defaults are plugin.json's (a test checks they agree); the factory reads every key.
+// The parameters of `crysbfn.bfn_loss`, filled by bfn_loss_options (defaults: plugin.json).
 struct BfnLossOptions {
-  double cost_coord = 1, cost_lattice = 1, cost_type = 1;
+  double cost_coord = 0, cost_lattice = 0, cost_type = 0;
   bool cosine = false;  // coordinate distance: false = squared minimum-image angle (code), true = 2(1 - cos) (paper)
 };
+// Reads every key of `crysbfn.bfn_loss`.
+BfnLossOptions bfn_loss_options(const flowkit::Config& cfg);
 class BfnLoss : public flowkit::Loss {
  public:
   explicit BfnLoss(BfnLossOptions o) : o_(o) {}
@@ -67,7 +69,7 @@ class DiffusionLoss : public flowkit::Loss {
 // F0 = F + sigma^2 s, on the lattice through L0 and eps — the usual few-step variant.
 class DiffusionSampler : public flowkit::Solver {
  public:
-  DiffusionSampler(int64_t steps, bool corrector, double step_lr, bool deterministic = false)
+  DiffusionSampler(int64_t steps, bool corrector, double step_lr, bool deterministic)
       : steps_(steps), corrector_(corrector), step_lr_(step_lr), deterministic_(deterministic) {}
   flowkit::SolveResult sample(flowkit::Model& model, const flowkit::Path* path, const flowkit::SampleRequest& req,
                               torch::Generator& gen) const override;
@@ -79,6 +81,11 @@ class DiffusionSampler : public flowkit::Solver {
   bool deterministic_;  // DDIM (eta = 0) on coordinates and lattice
 };
 
-void register_methods(flowkit::Registry& registry);
+// Factories of `crysbfn.bfn_loss`, `crysbfn.diffusion_loss`, `crysbfn.bfn_sampler` and
+// `crysbfn.diffusion_sampler`.
+std::unique_ptr<flowkit::Component> make_bfn_loss(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
+std::unique_ptr<flowkit::Component> make_diffusion_loss(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
+std::unique_ptr<flowkit::Component> make_bfn_sampler(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
+std::unique_ptr<flowkit::Component> make_diffusion_sampler(const flowkit::Config& cfg, const flowkit::BuildContext& ctx);
 
 }  // namespace crysbfn

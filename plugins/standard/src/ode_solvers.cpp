@@ -248,13 +248,17 @@ std::unique_ptr<flowkit::Component> make_heun(const flowkit::Config& cfg, const 
 std::unique_ptr<flowkit::Component> make_rk4(const flowkit::Config& cfg, const flowkit::BuildContext&) {
   return std::make_unique<FixedStepSolver>("rk4", &rk4_step, read_grid_options(cfg));
 }
-std::unique_ptr<flowkit::Component> make_dopri5(const flowkit::Config& cfg, const flowkit::BuildContext&) {
+Dopri5Options dopri5_options(const flowkit::Config& cfg) {
   Dopri5Options o;
   o.atol = cfg.get<double>("atol");
   o.rtol = cfg.get<double>("rtol");
   o.max_steps = cfg.get<int64_t>("max_steps");
+  return o;
+}
+
+std::unique_ptr<flowkit::Component> make_dopri5(const flowkit::Config& cfg, const flowkit::BuildContext&) {
   // The grid only says where states are reported (one interval by default: steps = 1).
-  return std::make_unique<Dopri5Solver>(o, read_grid_options(cfg));
+  return std::make_unique<Dopri5Solver>(dopri5_options(cfg), read_grid_options(cfg));
 }
 std::unique_ptr<flowkit::Component> make_euler_maruyama(const flowkit::Config& cfg, const flowkit::BuildContext&) {
   double g = cfg.get<double>("diffusion");

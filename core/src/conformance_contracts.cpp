@@ -1,0 +1,188 @@
+// The contracts the conformance suite checks, one function per kind and capability; each
+// throws a flowkit::Error with the reason when the contract does not hold.
+#include "conformance_contracts.h"
+
+#include <filesystem>
+
+#include "flowkit/flowkit.h"
+
+namespace fs = std::filesystem;
+
+namespace flowkit::core::contracts {
+namespace {
+
+void require(bool ok, const std::string& why) {
+  if (!ok) throw Error(why);
+}
+double max_abs(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+torch::Generator gen_of(uint64_t seed) { return at::detail::createCPUGenerator(seed); }
+
+std::pair<torch::Tensor, Conditioning> data(Domain& d, int64_t n, torch::Generator& g);
+
+}  // namespace
+
+namespace {
+std::pair<torch::Tensor, Conditioning> data(Domain& d, int64_t n, torch::Generator& g) {
+  Batch b = d.train_batch(n, g);
+  Conditioning cond;
+  for (const auto& name : b.names())
+    if (name != "x") cond.set(name, b.at(name));
+  return {b.at("x"), cond};
+}
+}  // namespace
+
+void domain_contract(Domain& d) {
+  auto g = gen_of(5), g2 = gen_of(5);
+  Batch batch = d.train_batch(16, g);
+  (void)d.train_batch(16, g2);
+  auto shape = d.item_shape();
+  if (!shape.empty()) {
+    std::vector<int64_t> expected = {16};
+    expected.insert(expected.end(), shape.begin(), shape.end());
+    require(batch.at("x").sizes().equals(expected), "train_batch(16) has the wrong shape");
+  }
+  Batch r1 = d.reference(64, g), r2 = d.reference(64, g2);
+  require(torch::equal(r1.at("x"), r2.at("x")), "reference() is not deterministic for a seed");
+  auto metrics = d.metric_names();
+  require(!metrics.empty(), "the domain has no metrics");
+  if (capability<Environment>(d)) return;  // evaluated by rollouts, checked by the plugin's tests
+  auto ge = gen_of(9);
+  auto result = d.evaluate(d.reference(64, g), r1, metrics, ge);
+  for (const auto& m : metrics) {
+    require(result.contains(m), "evaluate() omits metric " + m);
+    if (result.at(m).is_number()) require(std::isfinite(result.at(m).get<double>()), "metric " + m + " is not finite");
+  }
+  fs::path tmp = fs::temp_directory_path() / ("flowkit_conformance_" + std::to_string(::getpid()));
+  fs::create_directories(tmp);
+  for (const auto& f : d.write(r1, tmp.string(), "s")) require(fs::exists(f), "write() reported a missing file " + f);
+  fs::remove_all(tmp);
+}
+
+void path_contract(Path& p) {
+  auto g = gen_of(3), g2 = gen_of(3);
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  auto x0 = p.prior(6, {3}, g, opts);
+  require(x0.sizes().equals({6, 3}), "prior() has the wrong shape");
+  require(torch::equal(x0, p.prior(6, {3}, g2, opts)), "prior() is not deterministic for a seed");
+  auto x1 = torch::randn({6, 3}, opts);
+  auto t = torch::linspace(0.2, 0.8, 6, opts);
+  PathSample s = p.sample(x0, x1, t);
+  require(s.xt.sizes().equals(x0.sizes()), "sample().xt has the wrong shape");
+  if (!s.dxt.defined()) return;  // paths of non-ODE methods may leave the velocity out
+  const double h = 1e-6;
+  auto fd = (p.sample(x0, x1, t + h).xt - p.sample(x0, x1, t - h).xt) / (2 * h);
+  require(max_abs(fd, s.dxt) < 1e-5, "dxt is not the time derivative of xt");
+}
+
+void model_contract(Model& m, const BuildContext& ctx) {
+  if (!ctx.domain || ctx.domain->item_shape().empty()) return;  // needs a fixed-shape "x"
+  auto g = gen_of(2);
+  auto [x, cond] = data(*ctx.domain, 4, g);
+  auto y = m.forward(x, torch::rand({4}), cond);
+  require(y.sizes().equals(x.sizes()), "forward() changes the shape of x");
+  y.pow(2).sum().backward();
+  size_t with_grad = 0;
+  for (const auto& p : m.module().parameters()) with_grad += p.grad().defined();
+  require(with_grad > 0, "no parameter receives a gradient");
+}
+
+void loss_contract(Loss& l, const BuildContext& ctx) {
+  if (!ctx.domain || !ctx.model) return;
+  auto g = gen_of(11);
+  ctx.model->module().zero_grad();
+  LossOutput out = l.compute(*ctx.model, ctx.path, ctx.domain->train_batch(32, g), g);
+  require(out.loss.dim() == 0, "the loss is not a scalar");
+  require(std::isfinite(out.loss.item<double>()), "the loss is not finite");
+  out.loss.backward();
+  size_t with_grad = 0;
+  for (const auto& p : ctx.model->module().parameters()) with_grad += p.grad().defined();
+  require(with_grad > 0, "the loss's gradient reaches no parameter");
+}
+
+void solver_contract(Solver& s, const BuildContext& ctx) {
+  if (!ctx.domain || !ctx.model) return;
+  auto g = gen_of(1), g2 = gen_of(1);
+  SampleRequest req;
+  req.n = 8;
+  req.item_shape = ctx.domain->item_shape();
+  req.cond = ctx.domain->sample_conditions(0, 8, g);
+  (void)ctx.domain->sample_conditions(0, 8, g2);
+  req.steps = 4;
+  req.options = torch::TensorOptions().dtype(torch::kFloat32);
+  SolveResult a = s.sample(*ctx.model, ctx.path, req, g);
+  SolveResult b = s.sample(*ctx.model, ctx.path, req, g2);
+  require(a.x.size(0) == 8, "sample() returns the wrong number of samples");
+  require(torch::isfinite(a.x).all().item<bool>(), "samples are not finite");
+  require(torch::equal(a.x, b.x), "sample() is not a pure function of its inputs and generator");
+  for (const auto& [name, value] : a.fields)
+    if (value.is_floating_point()) require(torch::isfinite(value).all().item<bool>(), "field " + name + " is not finite");
+}
+
+void capability_contract(const std::string& name, Component& c, const BuildContext& ctx) {
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  if (name == "ode_integrator") {
+    auto& ode = *capability<OdeIntegrator>(c);
+    torch::Tensor grid = ode.grid(0).to(torch::kDouble);
+    require(grid.dim() == 1 && grid.size(0) >= 2, "grid(0) is not a 1-D grid of at least two times");
+    auto steps = grid.diff();
+    require((steps > 0).all().item<bool>() || (steps < 0).all().item<bool>(), "grid(0) is not monotone");
+    // dx/dt = -x / span takes x(t_start) = 1 to exp(-1), whatever the grid's span.
+    const double span = (grid[-1] - grid[0]).item<double>();
+    VectorField decay = [span](const torch::Tensor& x, const torch::Tensor&) { return -x / span; };
+    auto x0 = torch::ones({5, 2}, opts);
+    auto g1 = gen_of(7), g2 = gen_of(7);
+    SolveResult a = ode.integrate(decay, x0, grid, g1, true);
+    SolveResult b = ode.integrate(decay, x0, grid, g2);
+    require(torch::equal(a.x, b.x), "integrate() is not a pure function of its inputs and generator");
+    require(a.intermediates.size() == static_cast<size_t>(grid.size(0)), "intermediates do not match the grid");
+    require(a.nfe > 0, "integrate() reports no evaluations");
+    // Accuracy on the drift alone for deterministic integrators (a stochastic one, whose
+    // result changes with the generator's seed, is checked by its plugin's tests).
+    auto g3 = gen_of(8);
+    const bool deterministic = torch::equal(ode.integrate(decay, x0, grid, g3).x, a.x);
+    if (deterministic)
+      require(max_abs(a.x, torch::full_like(x0, std::exp(-1.0))) < 0.05, "integrate() misses exp(-1) on dx/dt = -x/span by more than 0.05");
+  } else if (name == "velocity_conversions") {
+    // With data a single point x1, the marginal velocity is the conditional one, so the data
+    // estimate from (dxt, xt, t) must be x1 exactly.
+    const auto& conv = *capability<VelocityConversions>(c);
+    const auto& path = dynamic_cast<const Path&>(c);
+    auto g = gen_of(4);
+    auto x0 = path.prior(5, {3}, g, opts);
+    auto x1 = torch::randn({1, 3}, opts).expand({5, 3});
+    auto t = torch::linspace(0.2, 0.8, 5, opts);
+    PathSample s = path.sample(x0, x1, t);
+    require(max_abs(conv.velocity_to_data(s.dxt, s.xt, t), x1) < 1e-6, "velocity_to_data of a point mass is not the point");
+    require(torch::isfinite(conv.velocity_to_score(s.dxt, s.xt, t)).all().item<bool>(), "velocity_to_score is not finite");
+  } else if (name == "noise_kernel") {
+    const auto& k = *capability<NoiseKernel>(c);
+    auto g = gen_of(6);
+    NoiseDraw d = k.training_noise(torch::full({4}, 0.5, opts), {3}, g, torch::TensorOptions().dtype(torch::kFloat32));
+    require(d.noise.sizes().equals({4, 3}) && torch::isfinite(d.noise).all().item<bool>(), "training_noise has the wrong shape or is not finite");
+  } else if (name == "invertible") {
+    if (!ctx.domain || ctx.domain->item_shape().empty()) return;
+    auto& flow = *capability<InvertibleModel>(c);
+    auto g = gen_of(8);
+    auto [x, cond] = data(*ctx.domain, 4, g);
+    torch::NoGradGuard no_grad;
+    LatentAndLogDet f = flow.to_latent(x, cond);
+    require(f.log_det.sizes().equals({x.size(0)}), "log_det is not one number per item");
+    require(max_abs(flow.from_latent(f.z, cond), x) < 1e-4, "from_latent(to_latent(x)) is not x");
+    require(torch::isfinite(flow.log_likelihood(x, cond)).all().item<bool>(), "log_likelihood is not finite");
+  } else if (name == "representations") {
+    if (!ctx.domain || ctx.domain->item_shape().empty()) return;
+    auto& rep = *capability<RepresentationModel>(c);
+    auto g = gen_of(8);
+    auto [x, cond] = data(*ctx.domain, 4, g);
+    auto t = torch::rand({4});
+    torch::NoGradGuard no_grad;
+    auto [out, reps] = rep.forward_with_representations(x, t, cond);
+    require(max_abs(out, dynamic_cast<Model&>(c).forward(x, t, cond)) < 1e-5, "its output differs from forward()");
+    for (const auto& [n, z] : reps) require(z.dim() >= 1 && z.size(0) == 4, "representation " + n + " has no batch dimension");
+  } else if (name == "named_outputs") {
+    require(!capability<NamedOutputModel>(c)->output_names().empty(), "output_names() is empty");
+  }
+  // "environment": rolled out by the plugin's own tests (episodes are costly).
+}
+
+}  // namespace flowkit::core::contracts

@@ -1,0 +1,64 @@
+// The conditional flow matching loss.
+#include <torch/torch.h>
+
+#include "flowkit/domain.h"
+#include "flowkit/error.h"
+#include "flowkit/model.h"
+#include "flowkit/path.h"
+#include "flowkit/random.h"
+#include "standard/cfm_loss.h"
+
+namespace standard {
+
+torch::Tensor sample_times(const CFMOptions& o, int64_t n, torch::Generator& gen, const torch::TensorOptions& opts) {
+  if (o.time_sampler == "logit_normal") return torch::sigmoid(o.logit_mean + o.logit_std * flowkit::random::randn({n}, gen, opts));
+  return flowkit::random::rand({n}, gen, opts);
+}
+
+flowkit::LossOutput CFMLoss::compute(flowkit::Model& model, const flowkit::Path* path, const flowkit::Batch& batch,
+                                     torch::Generator& gen) {
+  if (!path) throw flowkit::Error("standard.cfm needs a path, but the pipeline has none");
+  const torch::Tensor& x1 = batch.at("x");
+  const int64_t B = x1.size(0);
+  std::vector<int64_t> item(x1.sizes().begin() + 1, x1.sizes().end());
+  torch::Tensor x0 = path->prior(B, item, gen, x1.options());
+  torch::Tensor t = sample_times(options_, B, gen, x1.options());
+  flowkit::PathSample ps = path->sample(x0, x1, t);
+  // Every field other than "x" conditions the model (labels, observations, ...).
+  flowkit::Conditioning cond;
+  for (const auto& name : batch.names())
+    if (name != "x") cond.set(name, batch.at(name));
+  if (batch.has("label")) {
+    torch::Tensor label = batch.at("label").to(torch::kLong);
+    if (options_.label_dropout > 0) {
+      torch::Tensor drop = flowkit::random::rand({B}, gen, label.options().dtype(torch::kFloat)) < options_.label_dropout;
+      label = torch::where(drop, torch::full_like(label, options_.num_classes), label);
+    }
+    cond.set("label", label);
+  }
+  torch::Tensor v = model.forward(ps.xt, ps.t, cond);
+  flowkit::LossOutput out;
+  out.loss = (v - ps.dxt).pow(2).mean();
+  out.logs["loss"] = out.loss.item<double>();
+  return out;
+}
+
+CFMOptions cfm_options(const flowkit::Config& cfg) {
+  CFMOptions o;
+  o.time_sampler = cfg.get<std::string>("time_sampler");
+  o.logit_mean = cfg.get<double>("logit_mean");
+  o.logit_std = cfg.get<double>("logit_std");
+  o.label_dropout = cfg.get<double>("label_dropout");
+  return o;
+}
+
+std::unique_ptr<flowkit::Component> make_cfm(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
+  CFMOptions o = cfm_options(cfg);
+  if (!ctx.path) cfg.fail("type", "standard.cfm needs a path, but the pipeline has none");
+  o.num_classes = ctx.domain ? ctx.domain->num_classes() : 0;
+  if (o.label_dropout > 0 && o.num_classes <= 0)
+    cfg.fail("label_dropout", "needs a labelled domain (num_classes > 0)");
+  return std::make_unique<CFMLoss>(o);
+}
+
+}  // namespace standard

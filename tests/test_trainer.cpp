@@ -40,18 +40,6 @@ SearchOptions test_plugins_only() {
   return o;
 }
 
-Pipeline resolve(const nlohmann::json& doc, PluginHost& host) {
-  auto v = validate_pipeline(doc, "inline.json", host);
-  EXPECT_TRUE(v.ok()) << v.report();
-  return v.pipeline;
-}
-
-RunOptions in(const fs::path& root, const std::string& name) {
-  RunOptions o;
-  o.runs_root = root.string();
-  o.run_name = name;
-  return o;
-}
 
 std::map<std::string, torch::Tensor> read_checkpoint(const fs::path& file) {
   torch::serialize::InputArchive a;
@@ -68,19 +56,19 @@ std::map<std::string, torch::Tensor> read_checkpoint(const fs::path& file) {
 TEST(Trainer, ResumeIsBitExact) {
   TempDir tmp;
   PluginHost host(test_plugins_only());
-  Pipeline p = resolve(toy_pipeline(), host);
+  Pipeline p = resolve_pipeline(toy_pipeline(), host);
   {
-    Session straight(p, host, in(tmp.path(), "straight"));
+    Session straight(p, host, run_in(tmp.path(), "straight"));
     straight.train();
   }
   {
-    RunOptions first = in(tmp.path(), "resumed");
+    RunOptions first = run_in(tmp.path(), "resumed");
     first.stop_at_step = 20;
     Session s(p, host, first);
     EXPECT_EQ(s.train().end_step, 20);
   }
   {
-    RunOptions second = in(tmp.path(), "resumed");
+    RunOptions second = run_in(tmp.path(), "resumed");
     second.resume = true;
     Session s(p, host, second);
     auto summary = s.train();
@@ -130,10 +118,10 @@ TEST(Trainer, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
   doc["train"]["warmup_steps"] = 0;
   doc["train"]["checkpoint_every"] = 1;
   doc["train"]["steps"] = 200;
-  Pipeline p = resolve(doc, host);
+  Pipeline p = resolve_pipeline(doc, host);
   std::string message;
   {
-    Session s(p, host, in(tmp.path(), "nan"));
+    Session s(p, host, run_in(tmp.path(), "nan"));
     try {
       s.train();
       FAIL() << "training with lr 1e30 should diverge";
@@ -145,7 +133,7 @@ TEST(Trainer, NonFiniteLossStopsAndKeepsTheLastGoodCheckpoint) {
   EXPECT_THAT_MSG(message, "training stopped");
   fs::path last = tmp.path() / "nan/checkpoints/last.pt";
   EXPECT_THAT_MSG(message, "the last good checkpoint is kept at " + last.string());
-  RunOptions o = in(tmp.path(), "nan");
+  RunOptions o = run_in(tmp.path(), "nan");
   Session again(p, host, o);
   EXPECT_NO_THROW(again.load_checkpoint());
   auto ckpt = read_checkpoint(last);
@@ -158,8 +146,8 @@ TEST(Trainer, CorruptCheckpointIsAClearError) {
   PluginHost host(test_plugins_only());
   auto doc = toy_pipeline();
   doc["train"]["steps"] = 5;
-  Pipeline p = resolve(doc, host);
-  Session s(p, host, in(tmp.path(), "c"));
+  Pipeline p = resolve_pipeline(doc, host);
+  Session s(p, host, run_in(tmp.path(), "c"));
   s.train();
   fs::path last = tmp.path() / "c/checkpoints/last.pt";
   auto size = fs::file_size(last);
@@ -180,11 +168,11 @@ TEST(Trainer, CheckpointOfAnotherModelIsRejected) {
   PluginHost host(test_plugins_only());
   auto doc = toy_pipeline();
   doc["train"]["steps"] = 2;
-  Pipeline small = resolve(doc, host);
-  Session(small, host, in(tmp.path(), "a")).train();
+  Pipeline small = resolve_pipeline(doc, host);
+  Session(small, host, run_in(tmp.path(), "a")).train();
   doc["model"]["layers"] = 3;  // another architecture: other parameter names
-  Pipeline big = resolve(doc, host);
-  Session other(big, host, in(tmp.path(), "b"));
+  Pipeline big = resolve_pipeline(doc, host);
+  Session other(big, host, run_in(tmp.path(), "b"));
   try {
     other.load_checkpoint((tmp.path() / "a/checkpoints/last.pt").string());
     FAIL();
@@ -198,10 +186,10 @@ TEST(Trainer, ExistingRunIsNotOverwritten) {
   PluginHost host(test_plugins_only());
   auto doc = toy_pipeline();
   doc["train"]["steps"] = 2;
-  Pipeline p = resolve(doc, host);
-  Session(p, host, in(tmp.path(), "r")).train();
+  Pipeline p = resolve_pipeline(doc, host);
+  Session(p, host, run_in(tmp.path(), "r")).train();
   auto before = fs::last_write_time(tmp.path() / "r/checkpoints/last.pt");
-  Session again(p, host, in(tmp.path(), "r"));
+  Session again(p, host, run_in(tmp.path(), "r"));
   try {
     again.train();
     FAIL();
@@ -216,7 +204,7 @@ TEST(Embed, OpenRunAndCallThePolicy) {
   PluginHost host(test_plugins_only());
   auto doc = toy_pipeline();
   doc["train"]["steps"] = 3;
-  Session(resolve(doc, host), host, in(tmp.path(), "emb")).train();
+  Session(resolve_pipeline(doc, host), host, run_in(tmp.path(), "emb")).train();
   auto session = open_run((tmp.path() / "emb").string(), host);
   Policy policy = make_policy(*session);
   auto g1 = at::detail::createCPUGenerator(4), g2 = at::detail::createCPUGenerator(4);

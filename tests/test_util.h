@@ -10,7 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "flowkit/config.h"
+#include "flowkit/core/pipeline.h"
 #include "flowkit/core/plugin_host.h"
+#include "flowkit/core/session.h"
 
 // Asserts that `text` contains `part`, printing both when it does not.
 #define EXPECT_THAT_MSG(text, part)                                                              \
@@ -65,3 +67,8 @@ inline flowkit::core::SearchOptions build_tree_only() {
 // Throws flowkit::Error listing the problems when the overrides do not validate.
 flowkit::Config resolved_config(const std::string& type, const nlohmann::json& overrides = nlohmann::json::object(),
                                 const std::string& pointer = "/c");
+
+// A pipeline document validated against `host` (a test failure lists the problems).
+flowkit::core::Pipeline resolve_pipeline(const nlohmann::json& doc, flowkit::core::PluginHost& host);
+// Run options for the run `name` under `root`.
+flowkit::core::RunOptions run_in(const std::filesystem::path& root, const std::string& name);

@@ -18,3 +18,16 @@ flowkit::Config resolved_config(const std::string& type, const nlohmann::json& o
   }
   return flowkit::Config(resolved, "test.json", pointer);
 }
+
+flowkit::core::Pipeline resolve_pipeline(const nlohmann::json& doc, flowkit::core::PluginHost& host) {
+  auto v = flowkit::core::validate_pipeline(doc, "inline.json", host);
+  EXPECT_TRUE(v.ok()) << v.report();
+  return v.pipeline;
+}
+
+flowkit::core::RunOptions run_in(const std::filesystem::path& root, const std::string& name) {
+  flowkit::core::RunOptions o;
+  o.runs_root = root.string();
+  o.run_name = name;
+  return o;
+}

@@ -15,22 +15,6 @@ namespace fs = std::filesystem;
 using namespace flowkit;
 using namespace flowkit::core;
 
-namespace {
-
-Pipeline resolve(const nlohmann::json& doc, PluginHost& host) {
-  auto v = validate_pipeline(doc, "inline.json", host);
-  EXPECT_TRUE(v.ok()) << v.report();
-  return v.pipeline;
-}
-
-RunOptions in(const fs::path& root, const std::string& name) {
-  RunOptions o;
-  o.runs_root = root.string();
-  o.run_name = name;
-  return o;
-}
-
-}  // namespace
 
 // End to end: the quickstart pipeline (digits), trained briefly, reaches an energy distance
 // to held-out digits far below the untrained model's; both are measured here.
@@ -43,10 +27,10 @@ TEST(Quickstart, BriefTrainingBeatsTheUntrainedModel) {
   doc["train"]["checkpoint_every"] = 0;
   doc["sample"]["count"] = 300;
   doc["eval"]["metrics"] = {"energy_distance"};
-  Pipeline p = resolve(doc, host);
-  Session untrained(p, host, in(tmp.path(), "untrained"));
+  Pipeline p = resolve_pipeline(doc, host);
+  Session untrained(p, host, run_in(tmp.path(), "untrained"));
   double before = untrained.evaluate().at("energy_distance").get<double>();
-  Session s(p, host, in(tmp.path(), "trained"));
+  Session s(p, host, run_in(tmp.path(), "trained"));
   s.train();
   double after = s.evaluate().at("energy_distance").get<double>();
   std::cout << "[ measured ] energy distance to held-out digits: untrained " << before << ", trained " << after << "\n";

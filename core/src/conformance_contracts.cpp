@@ -45,7 +45,7 @@ void domain_contract(Domain& d) {
   require(torch::equal(r1.at("x"), r2.at("x")), "reference() is not deterministic for a seed");
   auto metrics = d.metric_names();
   require(!metrics.empty(), "the domain has no metrics");
-  if (capability<Environment>(d)) return;  // evaluated by rollouts, checked by the plugin's tests
+  if (capability<Environment>(d)) return;  // evaluated by rollouts: the environment capability check
   auto ge = gen_of(9);
   auto result = d.evaluate(d.reference(64, g), r1, metrics, ge);
   for (const auto& m : metrics) {
@@ -181,8 +181,28 @@ void capability_contract(const std::string& name, Component& c, const BuildConte
     for (const auto& [n, z] : reps) require(z.dim() >= 1 && z.size(0) == 4, "representation " + n + " has no batch dimension");
   } else if (name == "named_outputs") {
     require(!capability<NamedOutputModel>(c)->output_names().empty(), "output_names() is empty");
+  } else if (name == "environment") {
+    // A do-nothing policy (zero action chunks of the domain's item shape) rolled out once:
+    // every metric the domain names comes back, finite, and the policy saw observations.
+    const auto& env = *capability<Environment>(c);
+    auto& d = dynamic_cast<Domain&>(c);
+    const auto shape = d.item_shape();
+    int64_t calls = 0;
+    Policy zero = [&](const Conditioning& obs, torch::Generator&) {
+      ++calls;
+      std::vector<int64_t> rows{obs.empty() ? 1 : obs.begin()->second.size(0)};
+      rows.insert(rows.end(), shape.begin(), shape.end());
+      return torch::zeros(rows);
+    };
+    auto g = gen_of(12);
+    const auto metrics = d.metric_names();
+    nlohmann::json result = env.rollout(zero, metrics, g);
+    require(calls > 0, "rollout() never called the policy");
+    for (const auto& m : metrics) {
+      require(result.contains(m), "rollout() omits metric " + m);
+      if (result.at(m).is_number()) require(std::isfinite(result.at(m).get<double>()), "metric " + m + " is not finite");
+    }
   }
-  // "environment": rolled out by the plugin's own tests (episodes are costly).
 }
 
 }  // namespace flowkit::core::contracts

@@ -148,3 +148,32 @@ TEST(Cli, RepeatedRunWithoutNameGetsAFreshDirectory) {
   EXPECT_EQ(run(cmd + " --name tiny", &out), 1);
   EXPECT_THAT_MSG(out, "already holds checkpoints; use --resume");
 }
+
+// Overrides on the command line: validated like the file, errors named by the override,
+// recorded in the run's pipeline.resolved.json.
+TEST(Cli, OverridesAreValidatedLikeTheFileAndRecorded) {
+  std::string out;
+  ASSERT_EQ(run(kFlowkitTest + " validate " + kFlowPipeline + " train.steps=7 model.offset=0.25 model.net.activation=silu", &out), 0) << out;
+  const auto json_start = out.find('{');
+  ASSERT_NE(json_start, std::string::npos) << out;
+  nlohmann::json resolved = nlohmann::json::parse(out.substr(json_start, out.rfind('}') - json_start + 1));
+  EXPECT_EQ(resolved["train"]["steps"], 7);
+  EXPECT_EQ(resolved["model"]["offset"], 0.25);
+  EXPECT_EQ(resolved["model"]["net"]["activation"], "silu");
+  EXPECT_EQ(resolved["model"]["net"]["hidden"], 32);  // the file's value is kept
+
+  out.clear();
+  EXPECT_EQ(run(kFlowkitTest + " validate " + kFlowPipeline + " train.steps=abc model.net.hiden=3 trainsteps", &out), 2);
+  EXPECT_THAT_MSG(out, "command line override 'train.steps=abc':/train/steps: expected integer, found string \"abc\"");
+  EXPECT_THAT_MSG(out, "command line override 'model.net.hiden=3':/model/net/hiden: unknown key \"hiden\"");
+  EXPECT_THAT_MSG(out, "did you mean 'hidden'?");
+  EXPECT_THAT_MSG(out, "command line override 'trainsteps':/: expected section.key=value");
+
+  TempDir tmp;
+  out.clear();
+  ASSERT_EQ(run("cd " + tmp.path().string() + " && " + kFlowkitTest + " -q run " + kFlowPipeline + " train.steps=3 sample.count=20", &out), 0) << out;
+  std::ifstream in(tmp.path() / "runs/flow_nll/pipeline.resolved.json");
+  nlohmann::json recorded = nlohmann::json::parse(in);
+  EXPECT_EQ(recorded["train"]["steps"], 3);
+  EXPECT_EQ(recorded["sample"]["count"], 20);
+}

@@ -194,6 +194,60 @@ const std::vector<ComponentSpec>& host_sections() {
 }
 
 Validation validate_pipeline_file(const std::string& file, const PluginHost& host) {
+  return validate_pipeline_file(file, host, {});
+}
+
+namespace {
+struct Override {
+  std::string text, pointer;
+};
+
+// Applies "a.b.c=value" to `doc`; returns the overrides' JSON pointers, or adds problems.
+std::vector<Override> apply_overrides(nlohmann::json& doc, const std::vector<std::string>& overrides,
+                                      std::vector<Problem>& problems) {
+  std::vector<Override> applied;
+  for (const auto& text : overrides) {
+    const std::string source = "command line override '" + text + "'";
+    const auto eq = text.find('=');
+    const std::string path = eq == std::string::npos ? "" : text.substr(0, eq);
+    if (path.empty() || path.front() == '.' || path.back() == '.' || path.find("..") != std::string::npos) {
+      problems.push_back({source, "", "expected section.key=value (e.g. train.steps=500)"});
+      continue;
+    }
+    const std::string raw = text.substr(eq + 1);
+    nlohmann::json value;
+    try {
+      value = nlohmann::json::parse(raw);  // 500, 0.1, true, "inf", {"type": ...}
+    } catch (const nlohmann::json::parse_error&) {
+      value = raw;  // a bare word: a string (standard.heun, cosine)
+    }
+    nlohmann::json* node = &doc;
+    std::string pointer;
+    bool ok = true;
+    for (size_t start = 0; ok;) {
+      const size_t dot = path.find('.', start);
+      const std::string key = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+      pointer += "/" + key;  // as validation writes its pointers
+      if (!node->is_object()) {
+        problems.push_back({source, pointer, "cannot set a key inside a " + std::string(node->type_name())});
+        ok = false;
+        break;
+      }
+      if (dot == std::string::npos) {
+        (*node)[key] = value;
+        break;
+      }
+      node = &(*node)[key];
+      if (node->is_null()) *node = nlohmann::json::object();
+      start = dot + 1;
+    }
+    if (ok) applied.push_back({text, pointer});
+  }
+  return applied;
+}
+}  // namespace
+
+Validation validate_pipeline_file(const std::string& file, const PluginHost& host, const std::vector<std::string>& overrides) {
   std::ifstream in(file);
   if (!in) {
     Validation v;
@@ -210,7 +264,16 @@ Validation validate_pipeline_file(const std::string& file, const PluginHost& hos
     v.problems.push_back({file, "", std::string("malformed JSON: ") + e.what()});
     return v;
   }
-  return validate_pipeline(doc, file, host);
+  std::vector<Problem> override_problems;
+  const std::vector<Override> applied = doc.is_object() ? apply_overrides(doc, overrides, override_problems)
+                                                        : std::vector<Override>{};
+  Validation v = validate_pipeline(doc, file, host);
+  // A problem at (or inside) an overridden value is the override's, not the file's.
+  for (auto& p : v.problems)
+    for (const auto& o : applied)
+      if (p.pointer == o.pointer || p.pointer.rfind(o.pointer + "/", 0) == 0) p.file = "command line override '" + o.text + "'";
+  v.problems.insert(v.problems.begin(), override_problems.begin(), override_problems.end());
+  return v;
 }
 
 Validation validate_pipeline(const nlohmann::json& doc, const std::string& file, const PluginHost& host) {

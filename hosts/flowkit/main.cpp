@@ -28,8 +28,9 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-core::Pipeline load_pipeline(const std::string& file, const core::PluginHost& host) {
-  auto v = core::validate_pipeline_file(file, host);
+core::Pipeline load_pipeline(const std::string& file, const core::PluginHost& host,
+                             const std::vector<std::string>& overrides) {
+  auto v = core::validate_pipeline_file(file, host, overrides);
   if (!v.ok()) throw UsageError(fmt::format("{} problem(s) in {}:\n{}", v.problems.size(), file, v.report()));
   return v.pipeline;
 }
@@ -89,10 +90,13 @@ int main(int argc, char** argv) {
   conformance->add_option("plugins", conformance_plugins, "plugin names (default: every plugin on the search path)");
 
   std::string pipeline_file, runs_dir = "runs", run_name, checkpoint;
+  std::vector<std::string> overrides;
+  const char* overrides_help = "overrides section.key=value (e.g. train.steps=500 model.hidden=64), checked like the file";
   bool resume = false;
   int64_t stop_at = -1;
   auto* validate = app.add_subcommand("validate", "check a pipeline completely and print the resolved config");
   validate->add_option("pipeline", pipeline_file, "pipeline JSON")->required();
+  validate->add_option("overrides", overrides, overrides_help);
   enum class Job { train, sample, eval, run };
   struct RunCommand { const char* name; const char* help; Job job; bool trains; CLI::App* cmd = nullptr; };
   RunCommand runs[] = {{"train", "train the model of a pipeline", Job::train, true},
@@ -102,6 +106,7 @@ int main(int argc, char** argv) {
   for (auto& r : runs) {
     r.cmd = app.add_subcommand(r.name, r.help);
     r.cmd->add_option("pipeline", pipeline_file, "pipeline JSON")->required();
+    r.cmd->add_option("overrides", overrides, overrides_help);
     r.cmd->add_option("--runs-dir", runs_dir, "parent of run directories")->capture_default_str();
     r.cmd->add_option("--name", run_name, "run name (default: the pipeline's name)");
     if (r.trains) {
@@ -126,7 +131,7 @@ int main(int argc, char** argv) {
     search.plugin_paths = plugin_paths;
     core::PluginHost host(search);
     auto run_job = [&](Job job, bool trains) {
-      core::Pipeline pipeline = load_pipeline(pipeline_file, host);
+      core::Pipeline pipeline = load_pipeline(pipeline_file, host, overrides);
       // A fresh `train`/`run` without --name never touches an earlier run: it takes <name>-2, -3, ...
       if (run_name.empty() && !resume && trains) {
         run_name = pipeline.name;
@@ -157,7 +162,7 @@ int main(int argc, char** argv) {
         {plugins, [&] { return cmd_plugins(host); }},
         {describe, [&] { return cmd_describe(host, type, markdown); }},
         {validate, [&] {
-           core::Pipeline pipeline = load_pipeline(pipeline_file, host);
+           core::Pipeline pipeline = load_pipeline(pipeline_file, host, overrides);
            fmt::print("{}\n", pipeline.resolved.dump(2));
            fmt::print(stderr, "{}: valid\n", pipeline_file);
            return kOk;

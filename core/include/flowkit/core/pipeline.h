@@ -32,6 +32,11 @@ struct Validation {
 
 // Reads, validates and resolves a pipeline. Reads plugin manifests only (no dlopen).
 Validation validate_pipeline_file(const std::string& file, const PluginHost& host);
+// The same, with command-line overrides "section.key=value" (value: JSON, else a string; e.g.
+// train.steps=500 model.hidden=64 solver.type=standard.heun) applied to the document first.
+// A problem caused by an override names it as its source instead of the file.
+Validation validate_pipeline_file(const std::string& file, const PluginHost& host,
+                                  const std::vector<std::string>& overrides);
 Validation validate_pipeline(const nlohmann::json& document, const std::string& file, const PluginHost& host);
 
 // The host-defined sections ("train", "sample", "eval") described with the same schema

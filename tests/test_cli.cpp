@@ -128,7 +128,7 @@ TEST(Cli, ComponentDocsAreGeneratedFromTheManifests) {
   ASSERT_EQ(run(kFlowkit + " describe --markdown", &generated), 0);
   std::ifstream in(FLOWKIT_SOURCE_DIR "/docs/components.md");
   std::string committed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(generated, committed) << "docs/components.md is stale: run `build/bin/flowkit describe --markdown > docs/components.md`";
+  EXPECT_EQ(generated, committed) << "docs/components.md is stale: run `cmake --build build --target components_doc`";
 }
 
 TEST(Cli, RepeatedRunWithoutNameGetsAFreshDirectory) {

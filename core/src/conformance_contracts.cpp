@@ -24,10 +24,7 @@ std::pair<torch::Tensor, Conditioning> data(Domain& d, int64_t n, torch::Generat
 namespace {
 std::pair<torch::Tensor, Conditioning> data(Domain& d, int64_t n, torch::Generator& g) {
   Batch b = d.train_batch(n, g);
-  Conditioning cond;
-  for (const auto& name : b.names())
-    if (name != "x") cond.set(name, b.at(name));
-  return {b.at("x"), cond};
+  return {b.at("x"), b.without({"x"})};
 }
 }  // namespace
 

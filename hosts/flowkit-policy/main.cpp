@@ -23,7 +23,6 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -62,22 +61,23 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-// The host's own copy of the run's domain, with `overrides` applied and validated.
-std::unique_ptr<flowkit::Component> build_domain(const nlohmann::json& resolved, const std::string& file,
-                                                 const std::vector<std::string>& overrides,
-                                                 flowkit::core::PluginHost& host) {
-  nlohmann::json doc = resolved;
-  for (const auto& o : overrides) {
-    auto [key, text] = split_assignment(o, "--domain-set");
-    nlohmann::json value = nlohmann::json::parse(text, nullptr, false);
-    doc["domain"][key] = value.is_discarded() ? nlohmann::json(text) : value;  // bare words are strings
-  }
-  auto v = flowkit::core::validate_pipeline(doc, file, host);
-  if (!v.ok()) throw flowkit::Error("the domain with --domain-set does not validate:\n" + v.report());
+// The run's pipeline with --domain-set KEY=VALUE applied to its domain, validated like any
+// command-line override (core/pipeline.h).
+flowkit::core::Pipeline run_pipeline(const Options& o, flowkit::core::PluginHost& host) {
+  const fs::path file = flowkit::core::RunDirectory(fs::path(o.run_dir)).resolved_pipeline();
+  std::vector<std::string> overrides;
+  for (const auto& d : o.domain_set) overrides.push_back("domain." + d);
+  auto v = flowkit::core::validate_pipeline_file(file.string(), host, overrides);
+  if (!v.ok()) throw flowkit::Error("cannot use run '" + o.run_dir + "':\n" + v.report());
+  return v.pipeline;
+}
+
+// The host's own copy of the run's domain (with --domain-set), never the run's components.
+std::unique_ptr<flowkit::Component> build_domain(const flowkit::core::Pipeline& pipeline, flowkit::core::PluginHost& host) {
   flowkit::BuildContext ctx;
   ctx.device = "cpu";
   ctx.build = [&host, &ctx](flowkit::Kind kind, const flowkit::Config& cfg) { return host.create(kind, cfg, ctx); };
-  return host.create(flowkit::Kind::domain, v.pipeline.section("domain"), ctx);
+  return host.create(flowkit::Kind::domain, pipeline.section("domain"), ctx);
 }
 
 // Observation rows for the open-loop calls and the batch call; `source` says where from.
@@ -142,20 +142,14 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 int run(const Options& o) {
   at::set_num_threads(static_cast<int>(o.threads));
-  const fs::path resolved_file = flowkit::core::RunDirectory(fs::path(o.run_dir)).resolved_pipeline();
-  nlohmann::json resolved;
-  {
-    std::ifstream f(resolved_file);
-    if (!f) throw flowkit::Error("no " + resolved_file.filename().string() + " in " + o.run_dir);
-    f >> resolved;
-  }
   flowkit::core::SearchOptions search;
   search.plugin_paths = o.plugin_paths;
   flowkit::core::PluginHost host(search);
   auto session = flowkit::core::open_run(o.run_dir, host, o.checkpoint);
   flowkit::Policy act = flowkit::core::make_policy(*session, o.steps);
 
-  std::unique_ptr<flowkit::Component> domain_component = build_domain(resolved, resolved_file.string(), o.domain_set, host);
+  const flowkit::core::Pipeline pipeline = run_pipeline(o, host);
+  std::unique_ptr<flowkit::Component> domain_component = build_domain(pipeline, host);
   if (!flowkit::implements_interface(flowkit::Kind::domain, *domain_component))
     throw flowkit::Error("the run's domain does not implement flowkit::Domain");
   auto* domain = static_cast<flowkit::Domain*>(domain_component.get());
@@ -168,7 +162,7 @@ int run(const Options& o) {
   std::vector<double> ms;
   int64_t max_rows = 0;
   nlohmann::json out = {{"run", o.run_dir},
-                        {"steps", o.steps > 0 ? o.steps : resolved.at("sample").at("steps").get<int64_t>()}};
+                        {"steps", o.steps > 0 ? o.steps : pipeline.resolved.at("sample").at("steps").get<int64_t>()}};
   if (o.episodes > 0) {
     const auto* env = flowkit::capability<flowkit::Environment>(*domain);
     if (!env) throw flowkit::Error("--episodes needs a domain with an environment; this run's domain has none");

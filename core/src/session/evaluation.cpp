@@ -21,14 +21,6 @@ std::vector<std::string> requested_metrics(const SessionState& s) {
   return metrics;
 }
 
-// The conditioning of a reference batch: every field but "x".
-Conditioning conditioning_of(const Batch& batch) {
-  Conditioning cond;
-  for (const auto& name : batch.names())
-    if (name != "x") cond.set(name, batch.at(name));
-  return cond;
-}
-
 // Exact negative log-likelihood of the reference items, in bits per dimension.
 double reference_bits_per_dim(SessionState& s, InvertibleModel& flow, torch::Generator& g) {
   torch::NoGradGuard no_grad;
@@ -36,7 +28,7 @@ double reference_bits_per_dim(SessionState& s, InvertibleModel& flow, torch::Gen
   Batch ref = s.parts.domain->reference(s.eval_cfg.get<int64_t>("reference_count"), g).to(s.device);
   const torch::Tensor& x = ref.at("x");
   s.parts.model->module().eval();
-  torch::Tensor ll = flow.log_likelihood(x, conditioning_of(ref));
+  torch::Tensor ll = flow.log_likelihood(x, ref.without({"x"}));
   s.parts.model->module().train();
   return bits_per_dim(ll, x[0].numel());
 }
@@ -57,7 +49,7 @@ nlohmann::json probe_representations(SessionState& s, const std::string& label, 
                       "the reference batch has no field \"" + label + "\"; it has: " + fmt::format("{}", fmt::join(ref.names(), ", ")));
   const torch::Tensor& x = ref.at("x");
   s.parts.model->module().eval();
-  TensorMap reps = rep_model->forward_with_representations(x, torch::ones({x.size(0)}, x.options()), conditioning_of(ref)).second;
+  TensorMap reps = rep_model->forward_with_representations(x, torch::ones({x.size(0)}, x.options()), ref.without({"x"})).second;
   s.parts.model->module().train();
   nlohmann::json out = nlohmann::json::object();
   for (const auto& [name, z] : reps)

@@ -355,9 +355,7 @@ nlohmann::json BiReachDomain::rollout(const flowkit::Policy& policy, const std::
       const int64_t m_rows = std::min<int64_t>(heldout_.x.size(0), 512);
       torch::Tensor idx = torch::linspace(0, static_cast<double>(heldout_.x.size(0) - 1), m_rows).to(torch::kLong);
       flowkit::Batch ref = rows(heldout_, idx);
-      flowkit::Conditioning c;
-      for (const auto& name : ref.names())
-        if (name != "x") c.set(name, ref.at(name));
+      const flowkit::Conditioning c = ref.without({"x"});
       out["energy"] = flowkit::metrics::energy_distance(policy(c, gen), ref.at("x"));
     } else {
       throw flowkit::Error("dm1.bireach: unknown metric '" + m + "'");

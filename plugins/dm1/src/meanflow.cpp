@@ -135,9 +135,7 @@ flowkit::LossOutput MeanFlowLoss::compute(flowkit::Model& model, const flowkit::
   const torch::Tensor& x = batch.at("x");
   const int64_t B = x.size(0);
   std::vector<int64_t> item(x.sizes().begin() + 1, x.sizes().end());
-  flowkit::Conditioning cond;
-  for (const auto& name : batch.names())
-    if (name != "x" && name != "r") cond.set(name, batch.at(name));
+  flowkit::Conditioning cond = batch.without({"x", "r"});
   // Official convention inside this loss: z_t = (1 - t) x + t eps (t = 1 noise), v = eps - x.
   torch::Tensor eps = path ? path->prior(B, item, gen, x.options()) : flowkit::random::randn(x.sizes(), gen, x.options());
   auto [t, r] = sample_tr(B, gen, x.options());
@@ -189,9 +187,7 @@ flowkit::LossOutput MeanFlowLoss::compute(flowkit::Model& model, const flowkit::
 flowkit::LossOutput RegressionLoss::compute(flowkit::Model& model, const flowkit::Path*, const flowkit::Batch& batch,
                                             torch::Generator&) {
   const torch::Tensor& x = batch.at("x");
-  flowkit::Conditioning cond;
-  for (const auto& name : batch.names())
-    if (name != "x") cond.set(name, batch.at(name));
+  flowkit::Conditioning cond = batch.without({"x"});
   torch::Tensor zero = torch::zeros({x.size(0)}, x.options());
   cond.set("r", zero);
   torch::Tensor pred = model.forward(torch::zeros_like(x), zero, cond);

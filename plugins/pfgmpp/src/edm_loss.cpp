@@ -33,9 +33,7 @@ flowkit::LossOutput EdmLoss::compute(flowkit::Model& model, const flowkit::Path*
     draw.noise = perturb(kInf, sigma, n, item, gen, y.options()).noise;
     draw.logs["clipped_fraction"] = 0.0;
   }
-  flowkit::Conditioning cond;
-  for (const auto& name : batch.names())
-    if (name != "x") cond.set(name, batch.at(name));
+  const flowkit::Conditioning cond = batch.without({"x"});
   torch::Tensor s = sigma.to(y.device(), y.scalar_type());
   torch::Tensor denoised = model.forward(y + draw.noise, s, cond);
   const double sd = o_.sigma_data;

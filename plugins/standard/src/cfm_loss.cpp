@@ -25,9 +25,7 @@ flowkit::LossOutput CFMLoss::compute(flowkit::Model& model, const flowkit::Path*
   torch::Tensor t = sample_times(options_, B, gen, x1.options());
   flowkit::PathSample ps = path->sample(x0, x1, t);
   // Every field other than "x" conditions the model (labels, observations, ...).
-  flowkit::Conditioning cond;
-  for (const auto& name : batch.names())
-    if (name != "x") cond.set(name, batch.at(name));
+  flowkit::Conditioning cond = batch.without({"x"});
   if (batch.has("label")) {
     torch::Tensor label = batch.at("label").to(torch::kLong);
     if (options_.label_dropout > 0) {

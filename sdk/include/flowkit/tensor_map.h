@@ -21,6 +21,12 @@ class TensorMap {
   const torch::Tensor& at(const std::string& name) const;
   void set(const std::string& name, torch::Tensor value) { map_[name] = std::move(value); }
   void erase(const std::string& name) { map_.erase(name); }
+  // A copy without the named fields (a batch's conditioning: every field but "x").
+  TensorMap without(std::initializer_list<const char*> names) const {
+    TensorMap out = *this;
+    for (const char* n : names) out.erase(n);
+    return out;
+  }
   std::vector<std::string> names() const;
   bool empty() const { return map_.empty(); }
 

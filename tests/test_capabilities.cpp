@@ -25,12 +25,8 @@ const std::string kPaths = " --plugin-path " + kFlows + " --plugin-path " + kSte
 const std::string kFlowkit = std::string(FLOWKIT_BINARY_DIR) + "/bin/flowkit";
 
 int run(const std::string& cmd, std::string* out) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  char buf[4096];
   out->clear();
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out->append(buf, n);
-  int rc = pclose(p);
-  return WEXITSTATUS(rc);
+  return run_command(cmd, out);
 }
 
 core::PluginHost& flows_host() {

@@ -68,6 +68,15 @@ inline flowkit::core::SearchOptions build_tree_only() {
 flowkit::Config resolved_config(const std::string& type, const nlohmann::json& overrides = nlohmann::json::object(),
                                 const std::string& pointer = "/c");
 
+// Runs a shell command; its stdout and stderr are appended to *output; returns the exit code
+// (-1 when it did not exit normally).
+int run_command(const std::string& command, std::string* output);
+// Whether `dir` holds a plugin manifest anywhere below it.
+bool has_plugin_manifests(const std::filesystem::path& dir);
+// Whether the build tree's own plugin folder (the default search path) has the bundled
+// plugins; tests that need them skip in a -DFLOWKIT_BUILD_PLUGINS=OFF build.
+bool build_has_bundled_plugins();
+
 // A pipeline document validated against `host` (a test failure lists the problems).
 flowkit::core::Pipeline resolve_pipeline(const nlohmann::json& doc, flowkit::core::PluginHost& host);
 // Run options for the run `name` under `root`.

@@ -47,16 +47,27 @@ class Suite {
     return Config(resolved, "conformance.json", "/" + spec.name);
   }
 
-  // The plugin's own first component of `kind`, else the first one on the search path.
-  const ComponentSpec* pick(Kind kind, const std::string& plugin) {
-    const ComponentSpec* any = nullptr;
+  // The plugin's own first component of `kind`, else every other plugin's, in search order.
+  std::vector<const ComponentSpec*> candidates(Kind kind, const std::string& plugin) {
+    std::vector<const ComponentSpec*> own, others;
     for (const auto& m : host_.plugins())
       for (const auto& c : m.components)
-        if (c.kind == kind) {
-          if (m.name == plugin) return &c;
-          if (!any) any = &c;
-        }
-    return any;
+        if (c.kind == kind) (m.name == plugin ? own : others).push_back(&c);
+    if (!own.empty()) return {own.front()};
+    return others;
+  }
+
+  // Whether a stand-in from another plugin works in this context (a crystal network does
+  // not take 2-D points): it must pass its own kind's contract here.
+  static bool works_here(Kind kind, Component& c, const BuildContext& ctx) {
+    try {
+      if (kind == Kind::domain) contracts::domain_contract(dynamic_cast<Domain&>(c));
+      if (kind == Kind::path) contracts::path_contract(dynamic_cast<Path&>(c));
+      if (kind == Kind::model) contracts::model_contract(dynamic_cast<Model&>(c), ctx);
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
   }
 
   void run_plugin(const PluginManifest& m) {
@@ -67,18 +78,26 @@ class Suite {
     ctx.build = [this, &ctx](Kind k, const Config& c) { return host_.create(k, c, ctx); };
     std::vector<std::unique_ptr<Component>> base;
     for (Kind k : {Kind::domain, Kind::path, Kind::model}) {
-      const ComponentSpec* spec = pick(k, m.name);
-      if (!spec) continue;
-      try {
-        base.push_back(host_.create(k, defaults(*spec), ctx));
-      } catch (const std::exception& e) {
-        // The plugin's own part must build; another plugin's stand-in is only a convenience.
-        if (spec->plugin == m.name) {
-          check(spec->type(), "builds as the context of " + m.name, [&] { throw Error(e.what()); });
-          return;
+      bool built = false;
+      for (const ComponentSpec* spec : candidates(k, m.name)) {
+        try {
+          base.push_back(host_.create(k, defaults(*spec), ctx));
+        } catch (const std::exception& e) {
+          // The plugin's own part must build; another plugin's stand-in is only a convenience.
+          if (spec->plugin == m.name) {
+            check(spec->type(), "builds as the context of " + m.name, [&] { throw Error(e.what()); });
+            return;
+          }
+          continue;
         }
-        continue;
+        if (spec->plugin != m.name && !works_here(k, *base.back(), ctx)) {
+          base.pop_back();
+          continue;
+        }
+        built = true;
+        break;
       }
+      if (!built) continue;
       if (k == Kind::domain) ctx.domain = dynamic_cast<Domain*>(base.back().get());
       if (k == Kind::path) ctx.path = dynamic_cast<Path*>(base.back().get());
       if (k == Kind::model) ctx.model = dynamic_cast<Model*>(base.back().get());

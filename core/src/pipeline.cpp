@@ -110,7 +110,7 @@ bool check_value(const ParamSpec& p, const nlohmann::json& v, std::string* why, 
 // A nested component: its type must exist and be of the declared kind; its parameters are
 // checked (and defaulted) like a top-level section's.
 static nlohmann::json check_component(const ParamSpec& p, const nlohmann::json& v, const std::string& file,
-                                      const std::string& pointer, std::vector<Problem>& problems, const PluginHost& host) {
+                                      const std::string& pointer, std::vector<Problem>& problems, const PluginCatalog& host) {
   std::string type = v.at("type").get<std::string>();
   auto spec = host.find(type);
   if (!spec) {
@@ -139,7 +139,7 @@ Config Pipeline::section(const std::string& key) const {
 
 nlohmann::json check_params(const std::vector<ParamSpec>& params, const nlohmann::json& object, const std::string& file,
                             const std::string& pointer, std::vector<Problem>& problems,
-                            const std::vector<std::string>& reserved, const PluginHost* host) {
+                            const std::vector<std::string>& reserved, const PluginCatalog* host) {
   nlohmann::json out = nlohmann::json::object();
   std::vector<std::string> names;
   for (const auto& p : params) names.push_back(p.name);
@@ -193,7 +193,7 @@ const std::vector<ComponentSpec>& host_sections() {
   return sections;
 }
 
-Validation validate_pipeline_file(const std::string& file, const PluginHost& host) {
+Validation validate_pipeline_file(const std::string& file, const PluginCatalog& host) {
   return validate_pipeline_file(file, host, {});
 }
 
@@ -247,7 +247,7 @@ std::vector<Override> apply_overrides(nlohmann::json& doc, const std::vector<std
 }
 }  // namespace
 
-Validation validate_pipeline_file(const std::string& file, const PluginHost& host, const std::vector<std::string>& overrides) {
+Validation validate_pipeline_file(const std::string& file, const PluginCatalog& host, const std::vector<std::string>& overrides) {
   std::ifstream in(file);
   if (!in) {
     Validation v;
@@ -276,7 +276,7 @@ Validation validate_pipeline_file(const std::string& file, const PluginHost& hos
   return v;
 }
 
-Validation validate_pipeline(const nlohmann::json& doc, const std::string& file, const PluginHost& host) {
+Validation validate_pipeline(const nlohmann::json& doc, const std::string& file, const PluginCatalog& host) {
   Validation v;
   v.pipeline.file = file;
   auto& problems = v.problems;

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "flowkit/core/plugin_host.h"
+#include "flowkit/core/plugin_catalog.h"
 
 namespace flowkit::core {
 namespace {

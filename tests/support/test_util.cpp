@@ -1,7 +1,29 @@
 // Shared test helpers that need the host (tests/test_util.h).
 #include "test_util.h"
 
+#include <cstdio>
+
 #include "flowkit/core/pipeline.h"
+
+int run_command(const std::string& command, std::string* output) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (!pipe) return -1;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) output->append(buf, n);
+  int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+bool build_has_bundled_plugins() { return has_plugin_manifests(std::filesystem::path(FLOWKIT_BINARY_DIR) / "plugins"); }
+
+bool has_plugin_manifests(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return false;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+    if (it->path().filename() == "plugin.json") return true;
+  return false;
+}
 
 flowkit::Config resolved_config(const std::string& type, const nlohmann::json& overrides, const std::string& pointer) {
   static flowkit::core::PluginHost host(build_tree_only());

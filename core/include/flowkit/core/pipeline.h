@@ -6,7 +6,8 @@
 #include <vector>
 
 #include "flowkit/core/manifest.h"
-#include "flowkit/core/plugin_host.h"
+#include "flowkit/config.h"
+#include "flowkit/core/plugin_catalog.h"
 
 namespace flowkit::core {
 
@@ -31,13 +32,13 @@ struct Validation {
 };
 
 // Reads, validates and resolves a pipeline. Reads plugin manifests only (no dlopen).
-Validation validate_pipeline_file(const std::string& file, const PluginHost& host);
+Validation validate_pipeline_file(const std::string& file, const PluginCatalog& host);
 // The same, with command-line overrides "section.key=value" (value: JSON, else a string; e.g.
 // train.steps=500 model.hidden=64 solver.type=standard.heun) applied to the document first.
 // A problem caused by an override names it as its source instead of the file.
-Validation validate_pipeline_file(const std::string& file, const PluginHost& host,
+Validation validate_pipeline_file(const std::string& file, const PluginCatalog& host,
                                   const std::vector<std::string>& overrides);
-Validation validate_pipeline(const nlohmann::json& document, const std::string& file, const PluginHost& host);
+Validation validate_pipeline(const nlohmann::json& document, const std::string& file, const PluginCatalog& host);
 
 // The host-defined sections ("train", "sample", "eval") described with the same schema
 // format as plugin components, so `flowkit describe` documents them too.
@@ -48,6 +49,6 @@ const std::vector<ComponentSpec>& host_sections();
 nlohmann::json check_params(const std::vector<ParamSpec>& params, const nlohmann::json& object,
                             const std::string& file, const std::string& pointer,
                             std::vector<Problem>& problems, const std::vector<std::string>& reserved = {},
-                            const PluginHost* host = nullptr);
+                            const PluginCatalog* host = nullptr);
 
 }  // namespace flowkit::core

@@ -1,41 +1,19 @@
-// flowkit/core/plugin_host.h — discovers plugin manifests, loads libraries on first use,
-// keeps them loaded for the life of the process, and builds components.
+// flowkit/core/plugin_host.h — the catalog plus loading: libraries are loaded on first use,
+// checked in a fixed order, kept loaded for the life of the process, and build components.
 #pragma once
 #include <map>
 #include <memory>
 #include <string>
-#include <vector>
 
-#include "flowkit/core/manifest.h"
+#include "flowkit/core/plugin_catalog.h"
 #include "flowkit/registry.h"
 
 namespace flowkit::core {
 
-struct SearchOptions {
-  std::vector<std::string> plugin_paths;  // --plugin-path, highest precedence
-  bool use_environment = true;            // FLOWKIT_PLUGIN_PATH (colon-separated)
-  bool use_default_dirs = true;           // the install's plugin dir, else the build tree's
-};
-
-// The directories searched, in order.
-std::vector<std::string> plugin_search_dirs(const SearchOptions& options);
-
-class PluginHost {
+class PluginHost : public PluginCatalog {
  public:
   explicit PluginHost(const SearchOptions& options = {});
-  ~PluginHost();
-  PluginHost(const PluginHost&) = delete;
-  PluginHost& operator=(const PluginHost&) = delete;
-
-  // Manifests found (reading JSON only; nothing is dlopen'ed).
-  const std::vector<PluginManifest>& plugins() const { return plugins_; }
-  // Manifests that could not be read (kept so `flowkit plugins` can show them).
-  const std::vector<std::string>& manifest_errors() const { return manifest_errors_; }
-  const std::vector<std::string>& search_dirs() const { return dirs_; }
-
-  // The declared component "plugin.name", or an error with a did-you-mean suggestion.
-  Expected<const ComponentSpec*> find(const std::string& type) const;
-  std::vector<std::string> component_types() const;
+  ~PluginHost() override;
 
   // Refuse to load `plugin` unless its library's sha256 equals `sha256_hex`.
   void pin_sha256(const std::string& plugin, const std::string& sha256_hex);
@@ -50,17 +28,8 @@ class PluginHost {
 
  private:
   using Factories = std::map<std::pair<Kind, std::string>, Factory>;
-  const PluginManifest* manifest_of(const std::string& plugin, std::string* error) const;
-  std::vector<std::string> dirs_;
-  std::vector<PluginManifest> plugins_;
-  std::vector<std::string> manifest_errors_;
   std::map<std::string, std::string> pins_;
   std::map<std::string, Factories> loaded_;  // by plugin name; libraries stay mapped forever
 };
-
-// Helpers shared with the pipeline validator.
-std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates);
-std::string sha256_file(const std::string& path);
-bool debug_plugins_enabled();
 
 }  // namespace flowkit::core

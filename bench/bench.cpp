@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
   app.add_option("--samples", samples, "samples per sampling measurement")->capture_default_str();
   app.add_option("--repeats", repeats, "repeats per setting (median reported)")->capture_default_str();
   app.add_option("--threads", threads, "thread counts to compare")->delimiter(',');
+  bool json = false;
+  app.add_flag("--json", json, "print one JSON line per thread count instead of the table");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
 
@@ -41,7 +43,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   fs::path root = fs::temp_directory_path() / fmt::format("flowkit_bench_{}", std::random_device{}());
-  fmt::print("pipeline {}: {} train steps, {} samples, {} repeats (interleaved)\n", v.pipeline.name, steps, samples, repeats);
+  if (!json) fmt::print("pipeline {}: {} train steps, {} samples, {} repeats (interleaved)\n", v.pipeline.name, steps, samples, repeats);
   std::map<int, std::vector<double>> train_rate, sample_rate;
   int run = 0;
   for (int r = 0; r < repeats; ++r)
@@ -58,8 +60,14 @@ int main(int argc, char** argv) {
       train_rate[t].push_back(s.train().steps_per_second);
       sample_rate[t].push_back(s.sampling_rate(samples));
     }
-  fmt::print("{:>8} {:>16} {:>16}\n", "threads", "train steps/s", "samples/s");
-  for (int t : threads) fmt::print("{:>8} {:>16.1f} {:>16.1f}\n", t, median(train_rate[t]), median(sample_rate[t]));
+  if (json) {
+    for (int t : threads)
+      fmt::print("{{\"threads\": {}, \"steps_per_sec\": {:.4f}, \"samples_per_sec\": {:.4f}}}\n", t, median(train_rate[t]),
+                 median(sample_rate[t]));
+  } else {
+    fmt::print("{:>8} {:>16} {:>16}\n", "threads", "train steps/s", "samples/s");
+    for (int t : threads) fmt::print("{:>8} {:>16.1f} {:>16.1f}\n", t, median(train_rate[t]), median(sample_rate[t]));
+  }
   fs::remove_all(root);
   return 0;
 }

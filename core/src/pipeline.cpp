@@ -29,7 +29,8 @@ const char* kHostSchema = R"json({
   "ema_decay": {"type": "number", "default": 0.999, "min": 0, "max": 1, "doc": "EMA of the weights (used for sampling), with warm-up min(decay, (1+step)/(10+step)); 0 disables"},
   "grad_clip": {"type": "number", "default": 1.0, "min": 0, "doc": "clip the global gradient norm to this value; 0 disables"},
   "seed": {"type": "integer", "default": 0, "min": 0, "doc": "seed of the run's generator (data, noise, times)"},
-  "threads": {"type": "integer", "default": 1, "min": 1, "max": 256, "doc": "LibTorch intra-op threads (and OpenBLAS threads); 1 was fastest here for small models"},
+  "threads": {"type": "integer", "default": 1, "min": 1, "max": 256, "doc": "LibTorch intra-op (OpenMP) threads; a separate pool from BLAS's (docs/performance.md)"},
+  "blas_threads": {"type": "integer", "default": 0, "min": 0, "max": 256, "doc": "OpenBLAS threads for the matrix products; 0 leaves OpenBLAS's default (OPENBLAS_NUM_THREADS, else one per core)"},
   "device": {"type": "string", "default": "cpu", "doc": "torch device: cpu, cuda, cuda:1, ..."},
   "checkpoint_every": {"type": "integer", "default": 500, "min": 0, "doc": "write a checkpoint every N steps (and at the end); 0: only at the end"},
   "log_every": {"type": "integer", "default": 100, "min": 1, "doc": "write a metrics.jsonl line every N steps"}

@@ -3,8 +3,8 @@
 
 namespace flowkit::core {
 
-Ema::Ema(Model& model, double decay) : model_(model), decay_(decay) {
-  for (const auto& p : model_.module().parameters()) weights_.push_back(p.detach().clone());
+Ema::Ema(Model& model, double decay) : model_(model), decay_(decay), params_(model.module().parameters()) {
+  for (const auto& p : params_) weights_.push_back(p.detach().clone());
 }
 
 void Ema::update(int64_t step) {
@@ -12,8 +12,8 @@ void Ema::update(int64_t step) {
   // Warm-up: early averages would otherwise be dominated by the random initialisation.
   const double d = std::min(decay_, (1.0 + static_cast<double>(step)) / (10.0 + static_cast<double>(step)));
   torch::NoGradGuard no_grad;
-  auto params = model_.module().parameters();
-  for (size_t i = 0; i < params.size(); ++i) weights_[i].mul_(d).add_(params[i].detach(), 1 - d);
+  // One op per tensor: w <- d w + (1 - d) p = w + (1 - d)(p - w).
+  for (size_t i = 0; i < params_.size(); ++i) weights_[i].lerp_(params_[i], 1 - d);
 }
 
 std::unique_ptr<ScopedParameterSwap> Ema::swap_in(bool use) {

@@ -46,7 +46,8 @@ Policy policy_of(SessionState& s, int64_t steps_override) {
   const auto item_shape = s.parts.domain->item_shape();
   const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(s.device);
   return [&s, steps, item_shape, options](const Conditioning& obs, torch::Generator& g) {
-    torch::NoGradGuard no_grad;
+    // Inference mode, not just no-grad: no autograd bookkeeping at all on the hot path.
+    c10::InferenceMode inference;
     SampleRequest req;
     req.cond = s.device.is_cpu() ? obs : obs.to(s.device);
     req.n = req.cond.empty() ? 1 : req.cond.begin()->second.size(0);

@@ -71,9 +71,10 @@ SessionState::SessionState(const Pipeline& p, PluginHost& h, RunOptions o) : pip
   dir.create();
   log_file = open_run_log(dir);
   device = parse_device(pipeline, train_cfg.get<std::string>("device"));
-  const int threads = static_cast<int>(train_cfg.get<int64_t>("threads"));
-  torch::set_num_threads(threads);
-  set_blas_threads(threads);
+  // Two separate pools: LibTorch's intra-op threads and OpenBLAS's. Setting both to the core
+  // count oversubscribes the cores (docs/performance.md has the measured combinations).
+  torch::set_num_threads(static_cast<int>(train_cfg.get<int64_t>("threads")));
+  if (const auto blas = train_cfg.get<int64_t>("blas_threads"); blas > 0) set_blas_threads(static_cast<int>(blas));
   if (pipeline.resolved.contains("plugins"))
     for (const auto& [plugin, pin] : pipeline.resolved.at("plugins").items())
       host.pin_sha256(plugin, pin.at("sha256").get<std::string>());

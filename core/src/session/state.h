@@ -41,6 +41,7 @@ class Ema {
  private:
   Model& model_;
   double decay_;
+  std::vector<torch::Tensor> params_;   // the model's parameters, listed once
   std::vector<torch::Tensor> weights_;
 };
 

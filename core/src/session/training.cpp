@@ -15,16 +15,24 @@ namespace fs = std::filesystem;
 namespace flowkit::core {
 namespace {
 
-double lr_at(const Config& train, int64_t s) {
-  const double lr = train.get<double>("lr");
-  const int64_t warmup = train.get<int64_t>("warmup_steps");
-  const int64_t total = train.get<int64_t>("steps");
-  if (s < warmup) return lr * static_cast<double>(s + 1) / static_cast<double>(warmup);
-  if (train.get<std::string>("lr_schedule") == "constant") return lr;
-  const double progress = static_cast<double>(s - warmup) / static_cast<double>(std::max<int64_t>(1, total - warmup));
-  const double floor = train.get<double>("min_lr_ratio");
-  return lr * (floor + (1 - floor) * 0.5 * (1 + std::cos(M_PI * std::min(1.0, progress))));
-}
+// Linear warm-up, then constant or cosine decay to min_lr_ratio * lr (read once, not per step).
+struct LrSchedule {
+  explicit LrSchedule(const Config& train)
+      : lr(train.get<double>("lr")),
+        floor(train.get<double>("min_lr_ratio")),
+        warmup(train.get<int64_t>("warmup_steps")),
+        total(train.get<int64_t>("steps")),
+        constant(train.get<std::string>("lr_schedule") == "constant") {}
+  double at(int64_t s) const {
+    if (s < warmup) return lr * static_cast<double>(s + 1) / static_cast<double>(warmup);
+    if (constant) return lr;
+    const double progress = static_cast<double>(s - warmup) / static_cast<double>(std::max<int64_t>(1, total - warmup));
+    return lr * (floor + (1 - floor) * 0.5 * (1 + std::cos(M_PI * std::min(1.0, progress))));
+  }
+  double lr, floor;
+  int64_t warmup, total;
+  bool constant;
+};
 
 [[noreturn]] void fail_non_finite(const SessionState& s, const char* what, double value) {
   std::string keep = s.dir.has_checkpoint() ? "the last good checkpoint is kept at " + s.dir.last_checkpoint().string()
@@ -54,6 +62,8 @@ TrainSummary train_loop(SessionState& s) {
   const int64_t log_every = train.get<int64_t>("log_every");
   const int64_t ckpt_every = train.get<int64_t>("checkpoint_every");
   const double clip = train.get<double>("grad_clip");
+  const LrSchedule schedule(train);
+  const std::vector<torch::Tensor> params = model->module().parameters();
   summary.start_step = s.step;
   model->module().train();
   auto t_start = std::chrono::steady_clock::now();
@@ -64,7 +74,7 @@ TrainSummary train_loop(SessionState& s) {
   int64_t loss_count = 0;
   const int64_t stop = s.options.stop_at_step >= 0 ? std::min(s.options.stop_at_step, total) : total;
   while (s.step < stop) {
-    const double lr = lr_at(train, s.step);
+    const double lr = schedule.at(s.step);
     for (auto& group : s.optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     Batch batch = domain->train_batch(batch_size, s.gen).to(s.device);
     LossOutput out = loss->compute(*model, s.parts.path, batch, s.gen);
@@ -73,7 +83,7 @@ TrainSummary train_loop(SessionState& s) {
     s.optimizer->zero_grad();
     out.loss.backward();
     double grad_norm = 0;
-    if (clip > 0) grad_norm = torch::nn::utils::clip_grad_norm_(model->module().parameters(), clip);
+    if (clip > 0) grad_norm = torch::nn::utils::clip_grad_norm_(params, clip);
     if (!std::isfinite(grad_norm)) fail_non_finite(s, "gradient norm", grad_norm);
     s.optimizer->step();
     s.ema->update(s.step);

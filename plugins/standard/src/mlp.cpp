@@ -9,15 +9,20 @@
 
 namespace standard {
 
-torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim) {
+torch::Tensor sinusoidal_frequencies(int64_t dim, const torch::TensorOptions& options) {
   const int64_t half = dim / 2;
-  auto opts = t.options();
-  torch::Tensor k = torch::arange(half, opts);
-  torch::Tensor freqs = torch::exp(-std::log(10000.0) * k / std::max<int64_t>(half, 1));
+  return torch::exp(-std::log(10000.0) * torch::arange(half, options) / std::max<int64_t>(half, 1));
+}
+
+torch::Tensor sinusoidal_embedding(const torch::Tensor& t, const torch::Tensor& freqs, int64_t dim) {
   torch::Tensor args = 1000.0 * t.reshape({-1, 1}) * freqs.reshape({1, -1});
   torch::Tensor emb = torch::cat({torch::sin(args), torch::cos(args)}, 1);
-  if (dim % 2 == 1) emb = torch::cat({emb, torch::zeros({emb.size(0), 1}, opts)}, 1);
+  if (dim % 2 == 1) emb = torch::cat({emb, torch::zeros({emb.size(0), 1}, t.options())}, 1);
   return emb;
+}
+
+torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim) {
+  return sinusoidal_embedding(t, sinusoidal_frequencies(dim, t.options()), dim);
 }
 
 MLPNetImpl::MLPNetImpl(const MLPOptions& o) : options_(o) {
@@ -40,7 +45,11 @@ torch::Tensor MLPNetImpl::act(const torch::Tensor& h) const {
 }
 
 torch::Tensor MLPNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& label) {
-  torch::Tensor temb = time2_->forward(act(time1_->forward(sinusoidal_embedding(t, options_.time_embedding_dim))));
+  // (Frequencies made under inference mode may not enter a graph that autograd records.)
+  if (!freqs_.defined() || freqs_.device() != t.device() || freqs_.scalar_type() != t.scalar_type() ||
+      (freqs_.is_inference() && !c10::InferenceMode::is_enabled()))
+    freqs_ = sinusoidal_frequencies(options_.time_embedding_dim, t.options().requires_grad(false));
+  torch::Tensor temb = time2_->forward(act(time1_->forward(sinusoidal_embedding(t, freqs_, options_.time_embedding_dim))));
   torch::Tensor h = input_->forward(x) + temb;
   if (options_.class_conditional) {
     torch::Tensor l = label.defined() ? label : torch::full({x.size(0)}, options_.num_classes,

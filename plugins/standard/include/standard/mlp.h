@@ -15,6 +15,9 @@ namespace standard {
 // w_k = 10000^(-k/half), s = 1000 (t in [0, 1] covers the same range as integer steps).
 // An odd dim gets one zero column.
 torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim);
+// The same with the frequencies w_k given (a model computes them once, not every call).
+torch::Tensor sinusoidal_embedding(const torch::Tensor& t, const torch::Tensor& freqs, int64_t dim);
+torch::Tensor sinusoidal_frequencies(int64_t dim, const torch::TensorOptions& options);
 
 // The parameters of `standard.mlp` (defaults and ranges: plugin.json) and the two sizes
 // the factory takes from the domain.
@@ -45,6 +48,7 @@ class MLPNetImpl : public torch::nn::Module {
   torch::nn::Linear time1_{nullptr}, time2_{nullptr}, input_{nullptr}, output_{nullptr};
   torch::nn::ModuleList hidden_{nullptr};
   torch::nn::Embedding label_embedding_{nullptr};
+  torch::Tensor freqs_;  // w_k on the device/dtype of the last call; not a buffer (checkpoints stay as they are)
 };
 TORCH_MODULE(MLPNet);
 

@@ -104,6 +104,20 @@ def overhead_table(twins, repeats, steps, warmup):
         out[name]["overhead_percent"] = 100 * (out[name]["bare_libtorch"] / out[name]["flowkit"] - 1)
         print(f"overhead {name}: flowkit {out[name]['flowkit']:.1f}, bare {out[name]['bare_libtorch']:.1f} steps/s "
               f"({out[name]['overhead_percent']:+.1f} %)", flush=True)
+    # glibc's allocator: its defaults return large freed blocks to the OS every step; flowkit
+    # keeps them (core/src/session/session.cpp). The same settings through MALLOC_* variables,
+    # on the bare loop and the Python twin, show what that is worth on each side.
+    tuned = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_TOP_PAD_": str(64 << 20)}
+    alloc = {k: [] for k in ("bare_default", "bare_tuned", "python_default", "python_tuned")}
+    twin = [PY, twins["cfm_toy2d_b4096"][0], "--workload", "cfm_toy2d_b4096", "--steps", "60", "--warmup", "20"]
+    bare_cmd = [BIN / "flowkit-bare-loop", "train", "--batch", "4096", "--steps", "60", "--warmup", "20"]
+    for _ in range(repeats):
+        alloc["bare_default"].append(run_json(bare_cmd, env_for())["steps_per_sec"])
+        alloc["bare_tuned"].append(run_json(bare_cmd, {**env_for(), **tuned})["steps_per_sec"])
+        alloc["python_default"].append(run_json(twin, env_for())["steps_per_sec"])
+        alloc["python_tuned"].append(run_json(twin, {**env_for(), **tuned})["steps_per_sec"])
+    out["allocator_b4096"] = {k: statistics.median(v) for k, v in alloc.items()}
+    print(f"allocator b4096: {out['allocator_b4096']}", flush=True)
     out["matmul"] = run_json([BIN / "flowkit-bare-loop", "matmul"], env_for())
     # FLOPs of one batch-4096 step of the 256-wide, 3-layer MLP (time embedding 32): the matrix
     # products of the forward pass, and twice that for the backward pass.
@@ -123,7 +137,11 @@ GOALS = {"cfm_toy2d_b256": ">= 1.3x", "cfm_toy2d_b4096": ">= 1.1x", "dm1_policy_
 
 
 def render_docs(results):
-    doc = ROOT / "docs/performance.md"
+    for doc in (ROOT / "docs/performance.md", ROOT / "README.md"):
+        render_doc(doc, results)
+
+
+def render_doc(doc, results):
     body = doc.read_text()
     rows = ["| workload | measure | flowkit | Python twin (default threads) | Python, OPENBLAS_NUM_THREADS=1 | flowkit vs Python default | goal |",
             "|---|---|---|---|---|---|---|"]
@@ -149,6 +167,11 @@ def render_docs(results):
         lines = ["| workload | flowkit steps/s | bare LibTorch loop steps/s | framework overhead |", "|---|---|---|---|"]
         for name in ("cfm_toy2d_b256", "cfm_toy2d_b4096"):
             lines.append(f"| `{name}` | {o[name]['flowkit']:.1f} | {o[name]['bare_libtorch']:.1f} | {o[name]['overhead_percent']:+.1f} % |")
+        if "allocator_b4096" in o:
+            a = o["allocator_b4096"]
+            lines += ["", "| batch 4096, steps/s | glibc malloc defaults | freed memory kept (flowkit's setting, via MALLOC_* variables) |",
+                      "|---|---|---|", f"| bare LibTorch loop | {a['bare_default']:.1f} | {a['bare_tuned']:.1f} |",
+                      f"| Python twin | {a['python_default']:.1f} | {a['python_tuned']:.1f} |"]
         mm = o["matmul"]
         lines += ["", "| matmul GFLOP/s | 1 BLAS thread | 2 BLAS threads |", "|---|---|---|",
                   f"| [4096, 256] x [256, 256] | {mm['gflops_1t_4096x256x256']:.1f} | {mm['gflops_2t_4096x256x256']:.1f} |",

@@ -27,7 +27,7 @@ std::string parameter_names(Model& model) {
 void save_checkpoint(SessionState& s) {
   Model& model = *s.parts.model;
   torch::serialize::OutputArchive a;
-  a.write("format", torch::tensor(int64_t{1}));
+  a.write("format", torch::tensor(int64_t{2}));  // 2: FlatAdamW optimizer state
   a.write("step", torch::tensor(s.step));
   a.write("parameter_names", string_tensor(parameter_names(model)));
   auto params = model.module().parameters();
@@ -87,7 +87,8 @@ void load_checkpoint(SessionState& s, const fs::path& file) {
       a.read("ema_" + std::to_string(i), e);
       if (!p.sizes().equals(params[i].sizes())) throw Error("parameter shapes differ from the model's");
       params[i].copy_(p);
-      s.ema->weights()[i] = e.to(s.device).clone();
+      if (!e.sizes().equals(params[i].sizes())) throw Error("EMA shapes differ from the model's");
+      s.ema->weights()[i].copy_(e);  // in place: the weights may be views of one flat buffer
     }
     auto buffers = model.module().buffers();
     for (size_t i = 0; i < buffers.size(); ++i) {

@@ -14,6 +14,7 @@
 #include "flowkit/flowkit.h"
 #include "flowkit/io.h"
 #include "flowkit/parameter_swap.h"
+#include "session/flat_adamw.h"
 
 namespace flowkit::core {
 
@@ -31,7 +32,9 @@ Components build_components(const Pipeline& pipeline, PluginHost& host, const to
 // Exponential moving average of the model's parameters (with warm-up).
 class Ema {
  public:
-  Ema(Model& model, double decay);
+  // `flat`: the optimizer's one buffer of all parameters (FlatAdamW::all_parameters), if any;
+  // the average is then one buffer too and an update is one operation.
+  Ema(Model& model, double decay, const torch::Tensor& flat = {});
   bool enabled() const { return decay_ > 0; }
   void update(int64_t step);
   std::vector<torch::Tensor>& weights() { return weights_; }
@@ -42,7 +45,8 @@ class Ema {
   Model& model_;
   double decay_;
   std::vector<torch::Tensor> params_;   // the model's parameters, listed once
-  std::vector<torch::Tensor> weights_;
+  std::vector<torch::Tensor> weights_;  // views of flat_weights_ when there is a flat buffer
+  torch::Tensor flat_params_, flat_weights_;
 };
 
 torch::Generator make_generator(const torch::Device& device, uint64_t seed);
@@ -56,7 +60,7 @@ struct SessionState {
   torch::Device device = torch::kCPU;
   Components parts;
   std::unique_ptr<Ema> ema;
-  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::unique_ptr<FlatAdamW> optimizer;
   int64_t step = 0;
   torch::Generator gen;
   Config train_cfg, sample_cfg, eval_cfg;

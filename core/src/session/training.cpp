@@ -63,7 +63,6 @@ TrainSummary train_loop(SessionState& s) {
   const int64_t ckpt_every = train.get<int64_t>("checkpoint_every");
   const double clip = train.get<double>("grad_clip");
   const LrSchedule schedule(train);
-  const std::vector<torch::Tensor> params = model->module().parameters();
   summary.start_step = s.step;
   model->module().train();
   auto t_start = std::chrono::steady_clock::now();
@@ -75,7 +74,7 @@ TrainSummary train_loop(SessionState& s) {
   const int64_t stop = s.options.stop_at_step >= 0 ? std::min(s.options.stop_at_step, total) : total;
   while (s.step < stop) {
     const double lr = schedule.at(s.step);
-    for (auto& group : s.optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    s.optimizer->set_lr(lr);
     Batch batch = domain->train_batch(batch_size, s.gen).to(s.device);
     LossOutput out = loss->compute(*model, s.parts.path, batch, s.gen);
     const double value = out.loss.item<double>();
@@ -83,7 +82,7 @@ TrainSummary train_loop(SessionState& s) {
     s.optimizer->zero_grad();
     out.loss.backward();
     double grad_norm = 0;
-    if (clip > 0) grad_norm = torch::nn::utils::clip_grad_norm_(params, clip);
+    if (clip > 0) grad_norm = s.optimizer->clip_grad_norm(clip);
     if (!std::isfinite(grad_norm)) fail_non_finite(s, "gradient norm", grad_norm);
     s.optimizer->step();
     s.ema->update(s.step);

@@ -260,4 +260,7 @@ TEST(Completion, BashCompletesCommandsTypesFilesAndOverrides) {
   EXPECT_THAT_MSG(solvers, "\nfk_flows.one_step\n");
   EXPECT_EQ(solvers.find("fk_flows.coupling"), std::string::npos) << solvers;
   EXPECT_THAT_MSG(bash_completions(tmp.path(), bin + " train p.json --re"), "\n--resume\n");
+  // A checkpoint is any file, not only pipelines.
+  std::ofstream(tmp.path() / "step_100.pt") << "";
+  EXPECT_THAT_MSG(bash_completions(tmp.path(), bin + " sample mine.json --checkpoint st"), "\nstep_100.pt\n");
 }

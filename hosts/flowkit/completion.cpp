@@ -170,7 +170,7 @@ std::vector<std::string> candidates(const CLI::App& app, const core::PluginCatal
     } else if (name == "completion") {
       out = {"bash", "zsh"};
     } else if (name == "validate" || name == "train" || name == "sample" || name == "eval" || name == "run") {
-      if (positionals.empty()) return {"@files"};
+      if (positionals.empty()) return {"@pipelines"};
       return complete_override(catalog, positionals[0], cur);
     }
   }
@@ -200,20 +200,24 @@ _flowkit() {
   cur="${words[${#words[@]}-1]}"
   local IFS=$'\n'
   local -a out=($("${words[0]}" __complete "${words[@]:1}" 2>/dev/null))
-  local nospace=0 files=0 dirs=0 c
+  local nospace=0 files=0 pipelines=0 dirs=0 c
   local -a candidates=()
   for c in "${out[@]}"; do
     case "$c" in
       @nospace) nospace=1 ;;
+      @pipelines) pipelines=1 ;;
       @files) files=1 ;;
       @dirs) dirs=1 ;;
       *) candidates+=("$c") ;;
     esac
   done
   COMPREPLY=()
-  if (( files )); then
+  if (( pipelines )); then
     compopt -o filenames 2>/dev/null
     COMPREPLY=($(compgen -f -X '!*.json' -- "$cur") $(compgen -d -- "$cur"))
+  elif (( files )); then
+    compopt -o filenames 2>/dev/null
+    COMPREPLY=($(compgen -f -- "$cur"))
   elif (( dirs )); then
     compopt -o filenames 2>/dev/null
     COMPREPLY=($(compgen -d -- "$cur"))
@@ -241,7 +245,8 @@ _flowkit() {
   for c in "${out[@]}"; do
     case "$c" in
       @nospace) nospace=1 ;;
-      @files) _files -g '*.json'; return ;;
+      @pipelines) _files -g '*.json'; return ;;
+      @files) _files; return ;;
       @dirs) _files -/; return ;;
       '') ;;
       *) candidates+=("$c") ;;

@@ -15,7 +15,8 @@ std::string completion_script(const std::string& shell);
 
 // Candidates for the last of `words` (the words after "flowkit"; the last may be empty).
 // Special first lines tell the script what to do instead or as well:
-//   "@files"   complete file names (pipelines: *.json) and directories
+//   "@pipelines" complete pipeline files (*.json) and directories
+//   "@files"   complete any file name (a checkpoint)
 //   "@dirs"    complete directory names
 //   "@nospace" do not append a space (a "section." or "section.key=" prefix)
 std::vector<std::string> complete(const CLI::App& app, const core::PluginCatalog& catalog,

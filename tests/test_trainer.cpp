@@ -87,13 +87,20 @@ TEST(Trainer, ResumeIsBitExact) {
   EXPECT_TRUE(fs::exists(tmp.path() / "straight/log.txt"));
   std::ifstream metrics(tmp.path() / "straight/metrics.jsonl");
   std::string line;
-  int lines = 0;
+  int lines = 0, sessions = 0;
   while (std::getline(metrics, line)) {
     auto j = nlohmann::json::parse(line);
-    EXPECT_TRUE(j.contains("loss") && j.contains("lr") && j.contains("step"));
+    if (j.contains("train_session")) {  // the last line: what this training session did
+      EXPECT_EQ(j["train_session"]["end_step"], 40);
+      EXPECT_GT(j["train_session"]["seconds"].get<double>(), 0);
+      ++sessions;
+      continue;
+    }
+    EXPECT_TRUE(j.contains("loss") && j.contains("lr") && j.contains("step") && j.contains("grad_norm"));
     ++lines;
   }
   EXPECT_EQ(lines, 4);
+  EXPECT_EQ(sessions, 1);
   // weights.pt: a plain name -> tensor dict (what Python's torch.load reads).
   std::ifstream wf(tmp.path() / "straight/weights.pt", std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(wf)), std::istreambuf_iterator<char>());

@@ -148,7 +148,7 @@ std::vector<std::string> candidates(const CLI::App& app, const core::PluginCatal
   if (pending) {  // the value of an option
     const std::string name = pending->get_name();
     if (name == "--plugin-path" || name == "--runs-dir" || name == "--dir") return {"@dirs"};
-    if (name == "--checkpoint") return {"@files"};
+    if (name == "--checkpoint" || name == "--output") return {"@files"};
     if (name == "--kind") {
       for (const auto& k : kinds()) out.push_back(k.name);
       return out;
@@ -172,6 +172,10 @@ std::vector<std::string> candidates(const CLI::App& app, const core::PluginCatal
     } else if (name == "validate" || name == "train" || name == "sample" || name == "eval" || name == "run") {
       if (positionals.empty()) return {"@pipelines"};
       return complete_override(catalog, positionals[0], cur);
+    } else if (name == "sweep" || name == "table") {
+      return {name == "sweep" ? "@pipelines" : "@files"};  // a sweep file is JSON too
+    } else if (name == "report") {
+      return {"@dirs"};
     }
   }
   return out;

@@ -20,6 +20,9 @@
 #include "flowkit/core/plugin_catalog.h"
 #include "flowkit/version.h"
 #include "new_plugin.h"
+#include "report.h"
+#include "results_table.h"
+#include "sweep.h"
 #include "runtime_request.h"
 #include "terminal.h"
 
@@ -200,8 +203,40 @@ int main(int argc, char** argv) {
       c.cmd->add_option("--stop-at", r.stop_at, "stop at this step with a checkpoint (continue later with --resume)")->type_name("STEP");
     } else {
       c.cmd->add_option("--checkpoint", r.checkpoint, "checkpoint file (default: the run's last)")->type_name("FILE");
+      if (std::string(c.name) == "eval")
+        c.cmd->add_option("--label", r.eval_label, "store the metrics as evals/LABEL.json instead of eval.json")
+            ->type_name("LABEL")
+            ->check([](const std::string& l) {
+              return l.find_first_of("/\\") == std::string::npos && !l.empty() && l[0] != '.' ? "" : "a label is a file name: no '/', not starting with '.'";
+            });
     }
   }
+
+  SweepOptions sweep_options;
+  auto* sweep = app.add_subcommand("sweep", "run a grid of overrides x seeds, each point a run of its own; continues where it stopped");
+  sweep->add_option("sweep", sweep_options.file, "sweep JSON (docs/experiments.md)")->required();
+  sweep->add_option("-j,--jobs", sweep_options.jobs, "runs at a time (default: the file's \"jobs\", else 1)")->type_name("N")
+      ->check(CLI::PositiveNumber);
+  sweep->add_option("--runs-dir", sweep_options.runs_dir, "parent of the sweep folder (default: the file's \"runs_dir\", else runs)")
+      ->type_name("DIR");
+  sweep->add_flag("--dry-run", sweep_options.dry_run, "print every command the sweep would run, run nothing");
+  TableOptions table_options;
+  auto* table = app.add_subcommand("table", "a sweep's results.jsonl as a Markdown/CSV table: mean and interval over seeds");
+  table->add_option("results", table_options.file, "results.jsonl of a sweep")->required();
+  table->add_option("--rows", table_options.rows, "row key(s): a swept setting, any pipeline key, seed, eval, point")
+      ->type_name("KEY")->required();
+  table->add_option("--cols", table_options.cols, "column key(s) (default: one column per metric)")->type_name("KEY");
+  table->add_option("--metric", table_options.metrics, "metric(s) to show (default: all)")->type_name("NAME");
+  table->add_option("--where", table_options.where, "keep lines with key=value (repeatable)")->type_name("KEY=VALUE");
+  table->add_option("--format", table_options.format, "md or csv")->capture_default_str()->check(CLI::IsMember({"md", "csv"}));
+  table->add_option("--interval", table_options.interval, "ci95 (Student t), sem, std or none")
+      ->capture_default_str()->check(CLI::IsMember({"ci95", "sem", "std", "none"}));
+
+  std::vector<std::string> report_paths;
+  std::string report_output;
+  auto* report = app.add_subcommand("report", "one self-contained HTML page about a run, or comparing runs or a sweep");
+  report->add_option("runs", report_paths, "run directories, or a sweep folder")->required()->type_name("DIR");
+  report->add_option("-o,--output", report_output, "the page (default: <run>/report.html; needed for several runs)")->type_name("FILE");
 
   std::string shell;
   auto* completion = app.add_subcommand("completion", "print a shell completion script (bash or zsh)");
@@ -262,9 +297,22 @@ int main(int argc, char** argv) {
       if (*c.cmd) return active = c.cmd, r.command = c.name, call_runtime(r);
     if (*conformance) return active = conformance, r.command = "conformance", call_runtime(r);
 
+    if (*report) return active = report, fmt::print("report: {}\n", write_report(report_paths, report_output)), kOk;
+    if (*table) {
+      active = table;
+      std::string warnings;
+      fmt::print("{}", render_table(table_options, &warnings));
+      if (!warnings.empty()) print_warning(warnings);
+      return kOk;
+    }
     core::SearchOptions search;
     search.plugin_paths = r.plugin_paths;
     core::PluginCatalog catalog(search);
+    if (*sweep) {
+      active = sweep;
+      sweep_options.plugin_paths = r.plugin_paths;
+      return run_sweep(sweep_options, catalog);
+    }
     if (*plugins) return active = plugins, cmd_plugins(catalog);
     if (*describe) return active = describe, cmd_describe(catalog, type, markdown);
     if (*validate) return active = validate, cmd_validate(catalog, r);

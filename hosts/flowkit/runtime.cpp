@@ -9,6 +9,7 @@
 #include "flowkit/core/conformance.h"
 #include "flowkit/core/pipeline.h"
 #include "flowkit/core/plugin_host.h"
+#include "flowkit/core/progress_display.h"
 #include "flowkit/core/run_directory.h"
 #include "flowkit/core/session.h"
 #include "runtime_request.h"
@@ -40,7 +41,9 @@ int run_job(const RuntimeRequest& r, core::PluginHost& host) {
   options.resume = r.resume;
   options.stop_at_step = r.stop_at;
   options.checkpoint = r.checkpoint;
+  options.eval_label = r.eval_label;
   options.progress_bar = isatty(STDERR_FILENO) && !r.quiet;
+  if (!r.quiet) core::show_progress_on_stderr(options.progress_bar);
   core::Session session(pipeline, host, options);
   if (trains) {
     auto s = session.train();

@@ -16,6 +16,7 @@ struct RuntimeRequest {
   std::string pipeline;                   // pipeline JSON (train/sample/eval/run)
   std::vector<std::string> overrides;     // section.key=value
   std::string runs_dir = "runs", run_name, checkpoint;
+  std::string eval_label;                 // eval --label
   bool resume = false;
   int64_t stop_at = -1;
   std::vector<std::string> plugins;       // conformance: names (empty: all)
@@ -24,7 +25,7 @@ struct RuntimeRequest {
 inline nlohmann::json to_json(const RuntimeRequest& r) {
   return {{"command", r.command}, {"plugin_paths", r.plugin_paths}, {"verbose", r.verbose}, {"quiet", r.quiet},
           {"pipeline", r.pipeline}, {"overrides", r.overrides}, {"runs_dir", r.runs_dir}, {"run_name", r.run_name},
-          {"checkpoint", r.checkpoint}, {"resume", r.resume}, {"stop_at", r.stop_at}, {"plugins", r.plugins}};
+          {"checkpoint", r.checkpoint}, {"eval_label", r.eval_label}, {"resume", r.resume}, {"stop_at", r.stop_at}, {"plugins", r.plugins}};
 }
 
 inline RuntimeRequest runtime_request_from_json(const nlohmann::json& j) {
@@ -38,6 +39,7 @@ inline RuntimeRequest runtime_request_from_json(const nlohmann::json& j) {
   j.at("runs_dir").get_to(r.runs_dir);
   j.at("run_name").get_to(r.run_name);
   j.at("checkpoint").get_to(r.checkpoint);
+  j.at("eval_label").get_to(r.eval_label);
   j.at("resume").get_to(r.resume);
   j.at("stop_at").get_to(r.stop_at);
   j.at("plugins").get_to(r.plugins);

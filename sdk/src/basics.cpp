@@ -1,11 +1,13 @@
 // Torch-free parts of the SDK: errors, Config, kind names, registry and component keys.
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <cmath>
 
 #include "flowkit/component.h"
 #include "flowkit/config.h"
 #include "flowkit/error.h"
+#include "flowkit/progress.h"
 #include "flowkit/registry.h"
 
 namespace flowkit {
@@ -106,5 +108,29 @@ bool Config::is_infinity(const nlohmann::json& v) {
   return s == "inf" || s == "infinity" || s == "+inf";
 }
 
+
+namespace {
+std::atomic<ProgressSink> g_progress_sink{nullptr};
+}
+
+ProgressSink set_progress_sink(ProgressSink sink) { return g_progress_sink.exchange(sink); }
+
+Progress::Progress(std::string task, int64_t total)
+    : task_(std::move(task)), total_(total), start_(std::chrono::steady_clock::now()), last_report_(start_) {}
+
+void Progress::advance(int64_t n) {
+  done_ += n;
+  const ProgressSink sink = g_progress_sink.load();
+  if (!sink) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_report_ < std::chrono::milliseconds(200)) return;
+  last_report_ = now;
+  sink(task_, done_, total_, std::chrono::duration<double>(now - start_).count(), false);
+}
+
+Progress::~Progress() {
+  if (const ProgressSink sink = g_progress_sink.load())
+    sink(task_, done_, total_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(), true);
+}
 
 }  // namespace flowkit

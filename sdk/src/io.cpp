@@ -1,7 +1,8 @@
-// .npy and PNG writers, atomic file writes. Torch-free; PNG compression by zlib.
+// .npy, PNG (libpng) and animated GIF (giflib) writers and readers, atomic file writes. Torch-free.
 #include "flowkit/io.h"
 
-#include <zlib.h>
+#include <gif_lib.h>
+#include <png.h>
 
 #include <cstdio>
 #include <cstring>
@@ -84,51 +85,131 @@ std::vector<float> read_npy(const std::string& path, std::vector<int64_t>* shape
   return data;
 }
 
-static void put_u32(std::string& s, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) s += static_cast<char>((v >> shift) & 0xff);
-}
-
-static void put_chunk(std::string& out, const char* type, const std::string& payload) {
-  put_u32(out, static_cast<uint32_t>(payload.size()));
-  std::string body = std::string(type, 4) + payload;
-  out += body;
-  put_u32(out, static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()))));
-}
-
 void write_png_rgb(const std::string& path, int width, int height, const std::vector<uint8_t>& rgb) {
   if (width <= 0 || height <= 0 || rgb.size() != static_cast<size_t>(width) * height * 3)
     throw Error("write_png_rgb: pixel buffer does not match " + std::to_string(width) + "x" + std::to_string(height));
-  std::string raw;  // each scanline: filter byte 0, then the pixels
-  raw.reserve(static_cast<size_t>(height) * (width * 3 + 1));
-  for (int y = 0; y < height; ++y) {
-    raw += '\0';
-    raw.append(reinterpret_cast<const char*>(rgb.data()) + static_cast<size_t>(y) * width * 3, static_cast<size_t>(width) * 3);
+  png_image image{};
+  image.version = PNG_IMAGE_VERSION;
+  image.width = static_cast<png_uint_32>(width);
+  image.height = static_cast<png_uint_32>(height);
+  image.format = PNG_FORMAT_RGB;
+  png_alloc_size_t size = 0;  // first call: the encoded size; second: the bytes
+  if (!png_image_write_to_memory(&image, nullptr, &size, 0, rgb.data(), 0, nullptr))
+    throw Error("write_png_rgb '" + path + "': " + image.message);
+  std::string bytes(size, '\0');
+  if (!png_image_write_to_memory(&image, bytes.data(), &size, 0, rgb.data(), 0, nullptr))
+    throw Error("write_png_rgb '" + path + "': " + image.message);
+  bytes.resize(size);
+  write_file_atomic(path, bytes);
+}
+
+std::vector<uint8_t> read_png_rgb(const std::string& path, int* width, int* height) {
+  png_image image{};
+  image.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_file(&image, path.c_str()))
+    throw Error("'" + path + "' is not a readable PNG file: " + image.message);
+  image.format = PNG_FORMAT_RGB;
+  const size_t bytes = PNG_IMAGE_SIZE(image);
+  if (bytes > (size_t{1} << 31)) {
+    png_image_free(&image);
+    throw Error("'" + path + "': image of " + std::to_string(image.width) + "x" + std::to_string(image.height) + " is too large");
   }
-  uLongf bound = compressBound(static_cast<uLong>(raw.size()));
-  std::string z(bound, '\0');
-  if (compress2(reinterpret_cast<Bytef*>(z.data()), &bound, reinterpret_cast<const Bytef*>(raw.data()),
-                static_cast<uLong>(raw.size()), 6) != Z_OK)
-    throw Error("write_png_rgb: zlib compression failed");
-  z.resize(bound);
-  std::string out = "\x89PNG\r\n\x1a\n";
-  std::string ihdr;
-  put_u32(ihdr, static_cast<uint32_t>(width));
-  put_u32(ihdr, static_cast<uint32_t>(height));
-  ihdr += std::string("\x08\x02\x00\x00\x00", 5);  // 8-bit, RGB, deflate, no filter, no interlace
-  put_chunk(out, "IHDR", ihdr);
-  put_chunk(out, "IDAT", z);
-  put_chunk(out, "IEND", "");
-  write_file_atomic(path, out);
+  std::vector<uint8_t> rgb(bytes);
+  if (!png_image_finish_read(&image, nullptr, rgb.data(), 0, nullptr))
+    throw Error("'" + path + "': corrupt PNG: " + image.message);
+  *width = static_cast<int>(image.width);
+  *height = static_cast<int>(image.height);
+  return rgb;
 }
 
 void read_png_size(const std::string& path, int* width, int* height) {
-  std::ifstream in(path, std::ios::binary);
-  unsigned char h[24];
-  in.read(reinterpret_cast<char*>(h), 24);
-  if (!in || std::memcmp(h, "\x89PNG\r\n\x1a\n", 8) != 0 || std::memcmp(h + 12, "IHDR", 4) != 0)
-    throw Error("'" + path + "' is not a PNG file");
-  *width = (h[16] << 24) | (h[17] << 16) | (h[18] << 8) | h[19];
-  *height = (h[20] << 24) | (h[21] << 16) | (h[22] << 8) | h[23];
+  png_image image{};
+  image.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_file(&image, path.c_str())) throw Error("'" + path + "' is not a PNG file: " + image.message);
+  *width = static_cast<int>(image.width);
+  *height = static_cast<int>(image.height);
+  png_image_free(&image);
+}
+
+namespace {
+
+// giflib writes through this callback into memory, so the file is then written atomically.
+int gif_to_string(GifFileType* gif, const GifByteType* data, int n) {
+  static_cast<std::string*>(gif->UserData)->append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+  return n;
+}
+
+// Gray frames get 256 gray levels; colour frames a 6x7x6 colour cube (252 colours): fixed
+// palettes, so every frame of an animation shares one global colour map.
+struct Palette {
+  bool gray = true;
+  std::vector<GifColorType> colours;
+  explicit Palette(const std::vector<std::vector<uint8_t>>& frames) {
+    for (const auto& f : frames)
+      for (size_t i = 0; gray && i < f.size(); i += 3) gray = f[i] == f[i + 1] && f[i] == f[i + 2];
+    if (gray) {
+      for (int v = 0; v < 256; ++v) colours.push_back({static_cast<GifByteType>(v), static_cast<GifByteType>(v), static_cast<GifByteType>(v)});
+    } else {
+      for (int r = 0; r < 6; ++r)
+        for (int g = 0; g < 7; ++g)
+          for (int b = 0; b < 6; ++b)
+            colours.push_back({static_cast<GifByteType>(r * 51), static_cast<GifByteType>((g * 255 + 3) / 6), static_cast<GifByteType>(b * 51)});
+      colours.resize(256, GifColorType{0, 0, 0});
+    }
+  }
+  GifByteType index(const uint8_t* p) const {
+    if (gray) return p[0];
+    const int r = (p[0] * 5 + 127) / 255, g = (p[1] * 6 + 127) / 255, b = (p[2] * 5 + 127) / 255;
+    return static_cast<GifByteType>((r * 7 + g) * 6 + b);
+  }
+};
+
+}  // namespace
+
+void write_gif(const std::string& path, int width, int height, const std::vector<std::vector<uint8_t>>& frames,
+               int delay_centiseconds) {
+  if (width <= 0 || height <= 0 || frames.empty()) throw Error("write_gif '" + path + "': no frames or an empty size");
+  for (const auto& f : frames)
+    if (f.size() != static_cast<size_t>(width) * height * 3)
+      throw Error("write_gif '" + path + "': a frame does not match " + std::to_string(width) + "x" + std::to_string(height));
+  std::string bytes;
+  int err = 0;
+  GifFileType* gif = EGifOpen(&bytes, gif_to_string, &err);
+  if (!gif) throw Error("write_gif '" + path + "': " + GifErrorString(err));
+  auto fail = [&](const char* what) {
+    const int code = gif->Error;
+    EGifCloseFile(gif, &err);
+    throw Error(std::string("write_gif '") + path + "': " + what + ": " + GifErrorString(code));
+  };
+  const Palette palette(frames);
+  ColorMapObject* map = GifMakeMapObject(256, palette.colours.data());
+  EGifSetGifVersion(gif, true);
+  const int screen = EGifPutScreenDesc(gif, width, height, 8, 0, map);
+  GifFreeMapObject(map);
+  if (screen == GIF_ERROR) fail("screen descriptor");
+  // NETSCAPE2.0 application block: loop forever.
+  const GifByteType loop[3] = {1, 0, 0};
+  if (EGifPutExtensionLeader(gif, APPLICATION_EXT_FUNC_CODE) == GIF_ERROR ||
+      EGifPutExtensionBlock(gif, 11, "NETSCAPE2.0") == GIF_ERROR || EGifPutExtensionBlock(gif, 3, loop) == GIF_ERROR ||
+      EGifPutExtensionTrailer(gif) == GIF_ERROR)
+    fail("loop extension");
+  std::vector<GifPixelType> line(static_cast<size_t>(width));
+  for (const auto& f : frames) {
+    GraphicsControlBlock gcb{};
+    gcb.DisposalMode = DISPOSE_DO_NOT;
+    gcb.DelayTime = delay_centiseconds;
+    gcb.TransparentColor = NO_TRANSPARENT_COLOR;
+    GifByteType ext[4];
+    const size_t n = EGifGCBToExtension(&gcb, ext);
+    if (EGifPutExtension(gif, GRAPHICS_EXT_FUNC_CODE, static_cast<int>(n), ext) == GIF_ERROR) fail("frame delay");
+    if (EGifPutImageDesc(gif, 0, 0, width, height, false, nullptr) == GIF_ERROR) fail("image descriptor");
+    for (int y = 0; y < height; ++y) {
+      for (int x = 0; x < width; ++x) line[static_cast<size_t>(x)] = palette.index(&f[(static_cast<size_t>(y) * width + x) * 3]);
+      if (EGifPutLine(gif, line.data(), width) == GIF_ERROR) fail("pixels");
+    }
+  }
+  if (EGifCloseFile(gif, &err) == GIF_ERROR) throw Error("write_gif '" + path + "': " + GifErrorString(err));
+  write_file_atomic(path, bytes);
 }
 
 }  // namespace flowkit::io

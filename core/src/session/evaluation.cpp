@@ -93,8 +93,15 @@ nlohmann::json evaluate_run(SessionState& s) {
   if (!label.empty()) result["representations"] = probe_representations(s, label, eval_gen);
   result["step"] = s.step;
   result["nfe"] = nfe;
-  io::write_file_atomic(s.dir.eval().string(), result.dump(2) + "\n");
-  append_json_line(s.dir.metrics(), {{"eval", result}});
+  const std::string& eval_label = s.options.eval_label;
+  if (eval_label.empty()) {
+    io::write_file_atomic(s.dir.eval().string(), result.dump(2) + "\n");
+    append_json_line(s.dir.metrics(), {{"eval", result}});
+  } else {
+    std::filesystem::create_directories(s.dir.labelled_eval(eval_label).parent_path());
+    io::write_file_atomic(s.dir.labelled_eval(eval_label).string(), result.dump(2) + "\n");
+    append_json_line(s.dir.metrics(), {{"eval", result}, {"label", eval_label}});
+  }
   return result;
 }
 

@@ -16,6 +16,7 @@ Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torc
   const int64_t chunk = s.sample_cfg.get<int64_t>("batch_size");
   std::vector<Batch> chunks;
   *nfe = 0;
+  Progress progress("sampling", count);
   for (int64_t done = 0; done < count; done += chunk) {
     const int64_t n = std::min(chunk, count - done);
     SampleRequest req;
@@ -30,6 +31,7 @@ Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torc
     for (const auto& [name, value] : r.fields) b.set(name, value.to(torch::kCPU));
     chunks.push_back(std::move(b));
     *nfe = r.nfe;
+    progress.advance(n);
   }
   model.module().train();
   return TensorMap::cat(chunks);

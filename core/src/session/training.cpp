@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 #include "flowkit/io.h"
 
@@ -81,8 +82,11 @@ TrainSummary train_loop(SessionState& s) {
     if (!std::isfinite(value)) fail_non_finite(s, "loss", value);
     s.optimizer->zero_grad();
     out.loss.backward();
+    // The norm is a curve in the report; without clipping it is computed on logged steps only.
+    const bool logs_this_step = (s.step + 1) % log_every == 0 || s.step + 1 == stop;
     double grad_norm = 0;
     if (clip > 0) grad_norm = s.optimizer->clip_grad_norm(clip);
+    else if (logs_this_step) grad_norm = s.optimizer->clip_grad_norm(std::numeric_limits<double>::infinity());
     if (!std::isfinite(grad_norm)) fail_non_finite(s, "gradient norm", grad_norm);
     s.optimizer->step();
     s.ema->update(s.step);
@@ -109,7 +113,7 @@ TrainSummary train_loop(SessionState& s) {
       }
       if (log_now) {
         nlohmann::json line = {{"step", s.step}, {"loss", loss_sum / loss_count}, {"lr", lr}, {"steps_per_sec", rate}};
-        if (clip > 0) line["grad_norm"] = grad_norm;
+        line["grad_norm"] = grad_norm;
         for (const auto& [k, v] : out.logs) line[k] = v;
         append_json_line(s.dir.metrics(), line);
         if (s.options.progress_bar) s.log_file->log(spdlog::details::log_msg("flowkit", spdlog::level::info, msg));
@@ -127,6 +131,9 @@ TrainSummary train_loop(SessionState& s) {
   summary.end_step = s.step;
   summary.steps_per_second = static_cast<double>(s.step - summary.start_step) / std::max(secs, 1e-9);
   summary.checkpoint = s.dir.last_checkpoint().string();
+  // One line per training session, so a resumed run's total training time is their sum.
+  append_json_line(s.dir.metrics(), {{"train_session", {{"start_step", summary.start_step}, {"end_step", summary.end_step},
+                                                        {"seconds", secs}}}});
   return summary;
 }
 

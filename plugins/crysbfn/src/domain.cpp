@@ -9,6 +9,7 @@
 
 #include "flowkit/error.h"
 #include "flowkit/io.h"
+#include "flowkit/progress.h"
 #include "flowkit/random.h"
 
 namespace crysbfn {
@@ -139,7 +140,9 @@ nlohmann::json CrystalDomain::evaluate(const Batch& generated, const Batch& refe
     size_t matched = 0;
     double rms_sum = 0;
     std::vector<char> is_match(pairs, 0);
+    flowkit::Progress progress("structure matching", static_cast<int64_t>(pairs));
     for (size_t i = 0; i < pairs; ++i) {
+      progress.advance();
       if (!sv[i]) continue;  // CDVAE: only structurally valid predictions can match
       MatchResult r = match_structures(gen[i], ref[i], options_.matcher);
       if (r.matched) ++matched, rms_sum += r.rms, is_match[i] = 1;

@@ -1,6 +1,8 @@
 // BiReach2D: the environment, the scripted bimodal expert, observations and the domain.
 #include "dm1/bireach.h"
 
+#include "flowkit/progress.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -308,7 +310,13 @@ nlohmann::json BiReachDomain::rollout(const flowkit::Policy& policy, const std::
   env.reset(n, gen);
   int64_t calls = 0;
   double policy_seconds = 0;
+  flowkit::Progress progress("rollouts", n);
+  int64_t reported = 0;
   while (!env.all_done()) {
+    int64_t finished = 0;
+    for (int64_t i = 0; i < n; ++i) finished += env.status()[i] != Status::running;
+    progress.advance(finished - reported);
+    reported = finished;
     flowkit::Conditioning obs = observe(env, o_.observation);
     auto t0 = std::chrono::steady_clock::now();
     torch::Tensor chunk = policy(obs, gen);

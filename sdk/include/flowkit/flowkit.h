@@ -15,6 +15,7 @@
 #include "flowkit/model.h"
 #include "flowkit/path.h"
 #include "flowkit/plugin.h"
+#include "flowkit/progress.h"
 #include "flowkit/random.h"
 #include "flowkit/registry.h"
 #include "flowkit/solver.h"

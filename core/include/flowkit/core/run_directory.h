@@ -1,5 +1,5 @@
 // flowkit/core/run_directory.h — the layout of a run directory, defined once:
-//   runs/<name>/pipeline.resolved.json  log.txt  metrics.jsonl  eval.json  weights.pt
+//   runs/<name>/pipeline.resolved.json  log.txt  metrics.jsonl  eval.json  evals/<label>.json  weights.pt
 //               checkpoints/step_XXXXXXXX.pt  checkpoints/last.pt  <sample.output>/
 #pragma once
 #include <cstdint>
@@ -19,6 +19,8 @@ class RunDirectory {
   std::filesystem::path log() const { return root_ / "log.txt"; }
   std::filesystem::path metrics() const { return root_ / "metrics.jsonl"; }
   std::filesystem::path eval() const { return root_ / "eval.json"; }
+  // An extra evaluation of the trained model with other sampler settings (sweeps' eval points).
+  std::filesystem::path labelled_eval(const std::string& label) const { return root_ / "evals" / (label + ".json"); }
   std::filesystem::path weights() const { return root_ / "weights.pt"; }
   std::filesystem::path checkpoints() const { return root_ / "checkpoints"; }
   std::filesystem::path checkpoint(int64_t step) const {  // step_00001234.pt

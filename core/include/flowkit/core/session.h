@@ -20,6 +20,7 @@ struct RunOptions {
   std::string checkpoint;          // sample/eval: checkpoint to load (default checkpoints/last.pt)
   bool progress_bar = false;       // redraw one line on a terminal; plain lines otherwise
   int64_t stop_at_step = -1;       // stop (with a checkpoint) at this step, as if interrupted
+  std::string eval_label;          // eval: store the metrics as evals/<label>.json, not eval.json
 };
 
 // What `train` did.
@@ -44,7 +45,7 @@ class Session {
   std::vector<std::string> sample();
   // Generates samples in memory and computes the eval metrics against held-out data (and,
   // for an invertible model, the exact NLL of the reference in bits per dimension);
-  // appends them to metrics.jsonl and writes eval.json.
+  // appends them to metrics.jsonl and writes eval.json (evals/<label>.json with eval_label).
   nlohmann::json evaluate();
   // Loads a checkpoint (default: the latest in the run directory) into model and EMA.
   void load_checkpoint(const std::string& path = "");

@@ -1,0 +1,306 @@
+#include "results_table.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace flowkit::host {
+
+double student_t95(int df) {
+  static const double table[] = {12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+                                 2.201,  2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+                                 2.080,  2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042};
+  if (df < 1) return NAN;
+  if (df <= 30) return table[df - 1];
+  return 1.95996 + 2.37 / df;  // within 0.002 of the exact quantile for df > 30
+}
+
+namespace {
+
+struct Line {
+  json j;
+  int number = 0;
+};
+
+void flatten(const json& j, const std::string& prefix, std::map<std::string, double>* out) {
+  for (const auto& [k, v] : j.items()) {
+    const std::string key = prefix.empty() ? k : prefix + "." + k;
+    if (v.is_object()) flatten(v, key, out);
+    else if (v.is_number()) (*out)[key] = v.get<double>();
+  }
+}
+
+std::string text_of(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_null()) return "-";
+  return v.dump();
+}
+
+// The value of `key` for one result line: the line's own fields, its swept settings, then the
+// run's resolved pipeline (so rows may name any pipeline key, swept or not).
+class KeyLookup {
+ public:
+  explicit KeyLookup(fs::path folder) : folder_(std::move(folder)) {}
+  std::string value(const Line& l, const std::string& key) {
+    for (const char* top : {"seed", "eval", "point", "sweep", "run"})
+      if (key == top) return text_of(l.j.value(top, json()));
+    if (l.j.contains("eval_settings") && l.j["eval_settings"].contains(key)) return text_of(l.j["eval_settings"][key]);
+    if (l.j.contains("settings") && l.j["settings"].contains(key)) return text_of(l.j["settings"][key]);
+    const json& resolved = pipeline(l.j.value("run", std::string()));
+    std::string pointer;
+    for (size_t start = 0, dot; start != std::string::npos; start = dot == std::string::npos ? dot : dot + 1) {
+      dot = key.find('.', start);
+      pointer += "/" + key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    }
+    const json::json_pointer p(pointer);
+    return resolved.contains(p) ? text_of(resolved[p]) : "-";
+  }
+
+ private:
+  const json& pipeline(const std::string& run) {
+    auto it = cache_.find(run);
+    if (it != cache_.end()) return it->second;
+    json j = json::object();
+    std::ifstream in(folder_ / run / "pipeline.resolved.json");
+    if (in) j = json::parse(in, nullptr, false);
+    if (j.is_discarded()) j = json::object();
+    return cache_[run] = j;
+  }
+  fs::path folder_;
+  std::map<std::string, json> cache_;
+};
+
+struct Cell {
+  std::vector<double> values;
+  std::multiset<std::string> seeds;
+};
+
+std::string joined(const std::vector<std::string>& parts) { return fmt::format("{}", fmt::join(parts, ", ")); }
+
+// The inverse of joined() for a known number of keys (values never hold ", " in practice; the
+// last part takes the rest).
+std::vector<std::string> split_values(const std::string& text, size_t count) {
+  std::vector<std::string> parts;
+  if (count == 0) return parts;
+  size_t start = 0;
+  for (size_t i = 0; i + 1 < count; ++i) {
+    const size_t comma = text.find(", ", start);
+    if (comma == std::string::npos) break;
+    parts.push_back(text.substr(start, comma - start));
+    start = comma + 2;
+  }
+  parts.push_back(text.substr(start));
+  return parts;
+}
+
+std::string format_cell(const Cell& c, const std::string& interval, bool show_n) {
+  if (c.values.empty()) return "";
+  const double n = static_cast<double>(c.values.size());
+  double mean = 0;
+  for (double v : c.values) mean += v;
+  mean /= n;
+  double var = 0;
+  for (double v : c.values) var += (v - mean) * (v - mean);
+  const double sd = c.values.size() > 1 ? std::sqrt(var / (n - 1)) : 0;
+  double half = 0;
+  if (interval == "ci95" && c.values.size() > 1) half = student_t95(static_cast<int>(n) - 1) * sd / std::sqrt(n);
+  else if (interval == "sem") half = sd / std::sqrt(n);
+  else if (interval == "std") half = sd;
+  std::string text;
+  if (std::fabs(mean) < 1e-12) mean = 0;  // no "-0.0000"
+  if (half > 0 && std::isfinite(half)) {
+    // Two significant digits of the interval; the mean to the same decimal place.
+    const int decimals = std::clamp(1 - static_cast<int>(std::floor(std::log10(half))), 0, 10);
+    if (std::fabs(mean) < 0.5 * std::pow(10.0, -decimals)) mean = 0;
+    text = fmt::format("{:.{}f} ± {:.{}f}", mean, decimals, half, decimals);
+  } else {
+    text = fmt::format("{:.4g}", mean);
+  }
+  if (show_n) text += fmt::format(" (n={})", c.values.size());
+  return text;
+}
+
+std::string interval_name(const std::string& interval) {
+  if (interval == "ci95") return "± half-width of the 95 % Student-t interval";
+  if (interval == "sem") return "± standard error";
+  if (interval == "std") return "± standard deviation";
+  return "no interval";
+}
+
+}  // namespace
+
+std::string render_table(const TableOptions& o, std::string* warnings_out) {
+  if (o.format != "md" && o.format != "csv") throw std::invalid_argument("--format is md or csv, not \"" + o.format + "\"");
+  if (o.interval != "ci95" && o.interval != "sem" && o.interval != "std" && o.interval != "none")
+    throw std::invalid_argument("--interval is ci95, sem, std or none, not \"" + o.interval + "\"");
+  if (o.rows.empty()) throw std::invalid_argument("give at least one --rows key");
+  std::ifstream in(o.file);
+  if (!in) throw std::runtime_error("cannot open '" + o.file + "'");
+  std::vector<Line> lines;
+  int number = 0;
+  for (std::string text; std::getline(in, text);) {
+    ++number;
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    json j = json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("metrics"))
+      throw std::runtime_error(fmt::format("{}:{}: not a results line (a JSON object with \"metrics\")", o.file, number));
+    lines.push_back({std::move(j), number});
+  }
+  KeyLookup lookup(fs::path(o.file).parent_path());
+
+  // Eval-only lines count when the table is about evaluation settings; otherwise the trained points only.
+  std::set<std::string> eval_keys;
+  for (const auto& l : lines)
+    if (l.j.contains("eval_settings"))
+      for (const auto& [k, v] : l.j["eval_settings"].items()) eval_keys.insert(k);
+  bool about_evals = false;
+  auto consider = [&](const std::string& key) { about_evals |= key == "eval" || eval_keys.count(key) > 0; };
+  for (const auto& k : o.rows) consider(k);
+  for (const auto& k : o.cols) consider(k);
+  std::vector<std::pair<std::string, std::string>> filters;
+  for (const auto& w : o.where) {
+    const auto eq = w.find('=');
+    if (eq == std::string::npos || eq == 0) throw std::invalid_argument("--where takes key=value, not \"" + w + "\"");
+    filters.emplace_back(w.substr(0, eq), w.substr(eq + 1));
+    consider(filters.back().first);
+  }
+
+  std::vector<std::string> metrics = o.metrics;
+  std::vector<std::string> row_order, col_order;
+  std::map<std::pair<std::string, std::string>, std::map<std::string, Cell>> cells;  // (row, col) -> metric -> cell
+  std::set<std::string> all_metrics;
+  size_t used = 0;
+  for (const auto& l : lines) {
+    if (!about_evals && !l.j.value("eval", json()).is_null()) continue;
+    bool keep = true;
+    for (const auto& [k, v] : filters) keep &= lookup.value(l, k) == v;
+    if (!keep) continue;
+    ++used;
+    std::vector<std::string> rv, cv;
+    for (const auto& k : o.rows) rv.push_back(lookup.value(l, k));
+    for (const auto& k : o.cols) cv.push_back(lookup.value(l, k));
+    const std::string r = joined(rv), c = joined(cv);
+    if (std::find(row_order.begin(), row_order.end(), r) == row_order.end()) row_order.push_back(r);
+    if (std::find(col_order.begin(), col_order.end(), c) == col_order.end()) col_order.push_back(c);
+    std::map<std::string, double> values;
+    flatten(l.j["metrics"], "", &values);
+    if (l.j.contains("train_seconds") && l.j["train_seconds"].is_number()) values["train_seconds"] = l.j["train_seconds"].get<double>();
+    for (const auto& [name, v] : values) {
+      all_metrics.insert(name);
+      Cell& cell = cells[{r, c}][name];
+      cell.values.push_back(v);
+      cell.seeds.insert(text_of(l.j.value("seed", json())));
+    }
+  }
+  if (used == 0) throw std::runtime_error(o.file + ": no result line matches (" + std::to_string(lines.size()) + " lines read)");
+  for (const auto& m : metrics)
+    if (!all_metrics.count(m))
+      throw std::invalid_argument(fmt::format("no metric \"{}\" in {}; it has: {}", m, o.file, fmt::join(all_metrics, ", ")));
+  if (metrics.empty())
+    for (const auto& m : all_metrics)
+      if (m != "step" && m != "samples") metrics.push_back(m);
+
+  // A cell that holds one seed twice pools points that differ in something not on the table.
+  std::string warnings;
+  size_t min_n = SIZE_MAX, max_n = 0;
+  for (const auto& [rc, by_metric] : cells)
+    for (const auto& [m, cell] : by_metric) {
+      if (std::find(metrics.begin(), metrics.end(), m) == metrics.end()) continue;
+      min_n = std::min(min_n, cell.values.size());
+      max_n = std::max(max_n, cell.values.size());
+      for (const auto& s : cell.seeds)
+        if (cell.seeds.count(s) > 1 && warnings.empty())
+          warnings = fmt::format("the cell ({}; {}) has seed {} {} times: it pools points that differ in a key "
+                                 "not on the table; add it to --rows/--cols or --where",
+                                 rc.first, rc.second, s, cell.seeds.count(s));
+    }
+  const bool show_n = min_n != max_n;
+
+  std::string out;
+  if (o.format == "csv") {
+    auto csv = [](const std::string& s) {
+      if (s.find_first_of(",\"\n") == std::string::npos) return s;
+      std::string q = "\"";
+      for (char ch : s) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+      return q + "\"";
+    };
+    std::vector<std::string> header = o.rows;
+    header.insert(header.end(), o.cols.begin(), o.cols.end());
+    header.insert(header.end(), {"metric", "mean", "interval", "n"});
+    out += fmt::format("{}\n", fmt::join(header, ","));
+    for (const auto& m : metrics)
+      for (const auto& r : row_order)
+        for (const auto& c : col_order) {
+          auto it = cells.find({r, c});
+          if (it == cells.end() || !it->second.count(m)) continue;
+          const Cell& cell = it->second.at(m);
+          double mean = 0, var = 0, n = static_cast<double>(cell.values.size());
+          for (double v : cell.values) mean += v / n;
+          for (double v : cell.values) var += (v - mean) * (v - mean);
+          const double sd = n > 1 ? std::sqrt(var / (n - 1)) : 0;
+          double half = o.interval == "ci95" && n > 1 ? student_t95(static_cast<int>(n) - 1) * sd / std::sqrt(n)
+                        : o.interval == "sem"        ? sd / std::sqrt(n)
+                        : o.interval == "std"        ? sd
+                                                     : 0;
+          std::string keys;
+          for (const auto& part : split_values(r, o.rows.size())) keys += csv(part) + ",";
+          for (const auto& part : split_values(c, o.cols.size())) keys += csv(part) + ",";
+          out += fmt::format("{}{},{:.6g},{:.6g},{}\n", keys, csv(m), mean, half, cell.values.size());
+        }
+    *warnings_out = warnings;
+    return out;
+  }
+  auto md_table = [&](const std::vector<std::string>& headers, const std::vector<std::vector<std::string>>& body) {
+    std::string t = "| " + fmt::format("{}", fmt::join(headers, " | ")) + " |\n|";
+    for (size_t i = 0; i < headers.size(); ++i) t += i < o.rows.size() ? "---|" : "---:|";
+    t += "\n";
+    for (const auto& row : body) t += "| " + fmt::format("{}", fmt::join(row, " | ")) + " |\n";
+    return t;
+  };
+  auto split_row = [&](const std::string& r) { return split_values(r, o.rows.size()); };
+  if (o.cols.empty()) {
+    std::vector<std::string> headers = o.rows;
+    headers.insert(headers.end(), metrics.begin(), metrics.end());
+    std::vector<std::vector<std::string>> body;
+    for (const auto& r : row_order) {
+      auto row = split_row(r);
+      for (const auto& m : metrics) {
+        auto it = cells.find({r, ""});
+        row.push_back(it != cells.end() && it->second.count(m) ? format_cell(it->second.at(m), o.interval, show_n) : "");
+      }
+      body.push_back(row);
+    }
+    out += md_table(headers, body);
+  } else {
+    for (const auto& m : metrics) {
+      if (metrics.size() > 1) out += fmt::format("{}**{}**\n\n", out.empty() ? "" : "\n", m);
+      std::vector<std::string> headers = o.rows;
+      for (const auto& c : col_order) headers.push_back(joined(o.cols) + " = " + c);
+      std::vector<std::vector<std::string>> body;
+      for (const auto& r : row_order) {
+        auto row = split_row(r);
+        for (const auto& c : col_order) {
+          auto it = cells.find({r, c});
+          row.push_back(it != cells.end() && it->second.count(m) ? format_cell(it->second.at(m), o.interval, show_n) : "");
+        }
+        body.push_back(row);
+      }
+      out += md_table(headers, body);
+    }
+  }
+  out += fmt::format("\nMean {} over seeds; {}.\n", interval_name(o.interval),
+                     show_n ? "n per cell as shown" : fmt::format("n = {} per cell", min_n));
+  *warnings_out = warnings;
+  return out;
+}
+
+}  // namespace flowkit::host

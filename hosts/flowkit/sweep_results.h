@@ -1,0 +1,37 @@
+// A sweep's points and its results.jsonl: one line per finished training point and per
+// finished eval-only point, collected from the run directories (so a re-run or an
+// interrupted sweep always writes the same file for the same finished runs).
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace flowkit::host {
+
+struct SweepEval {
+  std::vector<std::pair<std::string, nlohmann::ordered_json>> settings;  // solver/sample/eval keys
+  std::string label;                                                     // evals/<label>.json
+  std::vector<std::string> overrides;                                    // the point's plus these
+};
+
+struct SweepPoint {
+  std::string name;  // its run directory under the sweep folder
+  std::vector<std::pair<std::string, nlohmann::ordered_json>> settings;
+  int64_t seed = 0;
+  std::vector<std::string> overrides;  // everything passed to `flowkit run`
+  std::vector<SweepEval> evals;
+};
+
+// Rewrites <folder>/results.jsonl atomically; returns the number of lines.
+// Line: {"sweep", "point", "run", "settings": {key: value}, "seed", "eval": null | label,
+//        "eval_settings": {...}, "train_seconds", "metrics": {...eval.json...}}
+size_t write_sweep_results(const std::string& sweep, const std::filesystem::path& folder, const std::vector<SweepPoint>& points);
+
+// Total training wall time of a run: the sum of its metrics.jsonl "train_session" lines.
+double training_seconds(const std::filesystem::path& run_dir);
+
+}  // namespace flowkit::host

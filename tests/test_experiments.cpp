@@ -191,6 +191,16 @@ TEST(Sweep, GridOfSeedsIsInterruptedResumedAndTabulated) {
   EXPECT_THAT_MSG(md, "| model.hidden | solver.steps = 20 | solver.steps = 4 |");
   EXPECT_THAT_MSG(md, "| 16 | 80 | 16 |");
   EXPECT_THAT_MSG(md, "n = 4 per cell");
+  // results.jsonl is self-contained: the same table from a copy without the run directories.
+  fs::create_directories(tmp.path() / "committed");
+  fs::copy_file(folder / "results.jsonl", tmp.path() / "committed/results.jsonl");
+  std::string copy;
+  ASSERT_EQ(run_command(kFlowkitBin + " table " + (tmp.path() / "committed/results.jsonl").string() +
+                            " --rows model.hidden --cols solver.steps --metric nfe 2>/dev/null",
+                        &copy),
+            0)
+      << copy;
+  EXPECT_EQ(copy.substr(copy.find("| model.hidden")), md.substr(md.find("| model.hidden")));
 }
 
 TEST(Sweep, BadSweepFilesAreReportedBeforeAnythingRuns) {

@@ -45,8 +45,9 @@ std::string text_of(const json& v) {
   return v.dump();
 }
 
-// The value of `key` for one result line: the line's own fields, its swept settings, then the
-// run's resolved pipeline (so rows may name any pipeline key, swept or not).
+// The value of `key` for one result line: the line's own fields, its swept settings, the
+// values of every swept key recorded with it ("config"), then the run's resolved pipeline when
+// the run directory is beside the file (so rows may name any pipeline key, swept or not).
 class KeyLookup {
  public:
   explicit KeyLookup(fs::path folder) : folder_(std::move(folder)) {}
@@ -55,6 +56,7 @@ class KeyLookup {
       if (key == top) return text_of(l.j.value(top, json()));
     if (l.j.contains("eval_settings") && l.j["eval_settings"].contains(key)) return text_of(l.j["eval_settings"][key]);
     if (l.j.contains("settings") && l.j["settings"].contains(key)) return text_of(l.j["settings"][key]);
+    if (l.j.contains("config") && l.j["config"].contains(key)) return text_of(l.j["config"][key]);
     const json& resolved = pipeline(l.j.value("run", std::string()));
     std::string pointer;
     for (size_t start = 0, dot; start != std::string::npos; start = dot == std::string::npos ? dot : dot + 1) {

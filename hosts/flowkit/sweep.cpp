@@ -385,6 +385,7 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
   }
 
   fs::create_directories(folder / "logs");
+  std::vector<std::string> swept(keys.begin(), keys.end());
   const std::vector<std::string> env_extra{fmt::format("OPENBLAS_NUM_THREADS={}", blas), "OMP_NUM_THREADS=1"};
   std::map<pid_t, size_t> running;  // pid -> chain
   std::map<pid_t, std::chrono::steady_clock::time_point> started_at;
@@ -427,7 +428,7 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
       for (const auto& [child, ci] : running) waitpid(child, nullptr, 0);
       std::vector<SweepPoint> points;
       for (const auto& ch : chains) points.push_back(ch.point);
-      write_sweep_results(spec.name, folder, points);
+      write_sweep_results(spec.name, folder, points, swept);
       fmt::print(stderr, "\nsweep {} interrupted ({} of {} runs finished); run the same command again to continue.\n", spec.name,
                  finished, total_stages);
       return 130;
@@ -459,11 +460,11 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
     }
     std::vector<SweepPoint> points;
     for (const auto& ch : chains) points.push_back(ch.point);
-    write_sweep_results(spec.name, folder, points);
+    write_sweep_results(spec.name, folder, points, swept);
   }
   std::vector<SweepPoint> points;
   for (const auto& ch : chains) points.push_back(ch.point);
-  const size_t lines = write_sweep_results(spec.name, folder, points);
+  const size_t lines = write_sweep_results(spec.name, folder, points, swept);
   fmt::print(stderr, "sweep {}: {} result lines in {}\n", spec.name, lines, (folder / "results.jsonl").string());
   if (failures > 0) {
     print_error(fmt::format("{} run(s) of the sweep failed; their logs are in {}. Run the sweep again to retry them.", failures,

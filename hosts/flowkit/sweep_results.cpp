@@ -24,6 +24,27 @@ nlohmann::ordered_json settings_object(const std::vector<std::pair<std::string, 
   return o;
 }
 
+// The value of "section.key" in a resolved pipeline (null when absent).
+nlohmann::ordered_json resolved_value(const nlohmann::json& pipeline, const std::string& key) {
+  std::string pointer;
+  for (size_t start = 0;;) {
+    const size_t dot = key.find('.', start);
+    pointer += "/" + key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  const nlohmann::json::json_pointer p(pointer);
+  return pipeline.contains(p) ? nlohmann::ordered_json(pipeline[p]) : nlohmann::ordered_json();
+}
+
+nlohmann::ordered_json config_of(const nlohmann::json& pipeline, const std::vector<std::string>& keys,
+                                 const std::vector<std::pair<std::string, nlohmann::ordered_json>>& eval_settings) {
+  nlohmann::ordered_json c = nlohmann::ordered_json::object();
+  for (const auto& k : keys) c[k] = resolved_value(pipeline, k);
+  for (const auto& [k, v] : eval_settings) c[k] = v;  // the eval-only point's own value
+  return c;
+}
+
 }  // namespace
 
 double training_seconds(const fs::path& run_dir) {
@@ -37,13 +58,16 @@ double training_seconds(const fs::path& run_dir) {
   return total;
 }
 
-size_t write_sweep_results(const std::string& sweep, const fs::path& folder, const std::vector<SweepPoint>& points) {
+size_t write_sweep_results(const std::string& sweep, const fs::path& folder, const std::vector<SweepPoint>& points,
+                           const std::vector<std::string>& swept_keys) {
   std::string text;
   size_t lines = 0;
   for (const auto& p : points) {
     const fs::path dir = folder / p.name;
     nlohmann::json metrics;
     if (!read_json(dir / "eval.json", &metrics)) continue;
+    nlohmann::json pipeline = nlohmann::json::object();
+    read_json(dir / "pipeline.resolved.json", &pipeline);
     nlohmann::ordered_json line = {{"sweep", sweep},
                                    {"point", p.name},
                                    {"run", p.name},
@@ -51,6 +75,7 @@ size_t write_sweep_results(const std::string& sweep, const fs::path& folder, con
                                    {"seed", p.seed},
                                    {"eval", nullptr},
                                    {"eval_settings", nlohmann::ordered_json::object()},
+                                   {"config", config_of(pipeline, swept_keys, {})},
                                    {"train_seconds", training_seconds(dir)},
                                    {"metrics", metrics}};
     text += line.dump() + "\n";
@@ -60,6 +85,7 @@ size_t write_sweep_results(const std::string& sweep, const fs::path& folder, con
       if (!read_json(dir / "evals" / (e.label + ".json"), &em)) continue;
       line["eval"] = e.label;
       line["eval_settings"] = settings_object(e.settings);
+      line["config"] = config_of(pipeline, swept_keys, e.settings);
       line["metrics"] = em;
       text += line.dump() + "\n";
       ++lines;

@@ -188,8 +188,8 @@ TEST(Sweep, GridOfSeedsIsInterruptedResumedAndTabulated) {
                         &md),
             0)
       << md;
-  EXPECT_THAT_MSG(md, "| model.hidden | solver.steps = 20 | solver.steps = 4 |");
-  EXPECT_THAT_MSG(md, "| 16 | 80 | 16 |");
+  EXPECT_THAT_MSG(md, "| model.hidden | solver.steps = 4 | solver.steps = 20 |");
+  EXPECT_THAT_MSG(md, "| 16 | 16 | 80 |");
   EXPECT_THAT_MSG(md, "n = 4 per cell");
   // results.jsonl is self-contained: the same table from a copy without the run directories.
   fs::create_directories(tmp.path() / "committed");
@@ -361,4 +361,18 @@ TEST(ImageWriters, PngAndGifDecodeWithAnIndependentDecoder) {
     for (size_t i = 0; i < v.size(); ++i) worst = std::max(worst, std::abs(v[i] - colour[f][i]));
     EXPECT_LE(worst, 26) << "frame " << f;
   }
+}
+
+// Every table in the docs between <!-- flowkit table ... --> markers is what its command prints
+// from the committed results (regenerate: flowkit table --update <page>).
+TEST(DocsTables, AreWhatTheirCommandsPrintFromTheCommittedResults) {
+  int pages = 0;
+  for (const auto& e : fs::recursive_directory_iterator(FLOWKIT_SOURCE_DIR "/docs")) {
+    if (e.path().extension() != ".md" || slurp(e.path()).find("<!-- flowkit table ") == std::string::npos) continue;
+    ++pages;
+    std::string out;
+    EXPECT_EQ(run_command("cd " FLOWKIT_SOURCE_DIR " && " + kFlowkitBin + " table --check --update " + e.path().string(), &out), 0)
+        << out << "regenerate with: flowkit table --update " << e.path().string();
+  }
+  EXPECT_GE(pages, 1);
 }

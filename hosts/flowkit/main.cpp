@@ -222,9 +222,13 @@ int main(int argc, char** argv) {
   sweep->add_flag("--dry-run", sweep_options.dry_run, "print every command the sweep would run, run nothing");
   TableOptions table_options;
   auto* table = app.add_subcommand("table", "a sweep's results.jsonl as a Markdown/CSV table: mean and interval over seeds");
-  table->add_option("results", table_options.file, "results.jsonl of a sweep")->required();
+  std::string update_doc;
+  bool check_doc = false;
+  table->add_option("results", table_options.file, "results.jsonl of a sweep");
   table->add_option("--rows", table_options.rows, "row key(s): a swept setting, any pipeline key, seed, eval, point")
-      ->type_name("KEY")->required();
+      ->type_name("KEY");
+  table->add_option("--update", update_doc, "regenerate every <!-- flowkit table ... --> block of a Markdown file")->type_name("DOC.md");
+  table->add_flag("--check", check_doc, "with --update: change nothing, exit 1 if a block is stale");
   table->add_option("--cols", table_options.cols, "column key(s) (default: one column per metric)")->type_name("KEY");
   table->add_option("--metric", table_options.metrics, "metric(s) to show (default: all)")->type_name("NAME");
   table->add_option("--where", table_options.where, "keep lines with key=value (repeatable)")->type_name("KEY=VALUE");
@@ -300,6 +304,13 @@ int main(int argc, char** argv) {
     if (*report) return active = report, fmt::print("report: {}\n", write_report(report_paths, report_output)), kOk;
     if (*table) {
       active = table;
+      if (!update_doc.empty()) {
+        const int changed = update_doc_tables(update_doc, check_doc);
+        fmt::print(stderr, "{}: {} table(s) {}\n", update_doc, changed, check_doc ? "stale" : "regenerated");
+        return check_doc && changed > 0 ? kRuntime : kOk;
+      }
+      if (table_options.file.empty() || table_options.rows.empty())
+        throw UsageError("give a results.jsonl and --rows (or --update DOC.md)");
       std::string warnings;
       fmt::print("{}", render_table(table_options, &warnings));
       if (!warnings.empty()) print_warning(warnings);

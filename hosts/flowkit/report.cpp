@@ -527,7 +527,10 @@ std::string points_table(const std::vector<json>& lines) {
   std::vector<Flat> rows;
   for (const auto& l : lines) {
     Flat row = flat(l["metrics"]);
-    for (const auto& [k, v] : flat(l.value("settings", json::object()))) {
+    // Every swept key's value where the sweep recorded it ("config"), else the point's own settings.
+    json settings = l.value("settings", json::object());
+    if (l.contains("config") && l["config"].is_object()) settings = l["config"];
+    for (const auto& [k, v] : flat(settings)) {
       if (std::find(lead.begin(), lead.end(), k) == lead.end()) lead.push_back(k);
       row[k] = v;
     }
@@ -640,7 +643,13 @@ std::string write_report(const std::vector<std::string>& paths, const std::strin
     title = "Sweep " + base_name(folder);
     body = fmt::format("<h1>Sweep report: {}</h1>\n<p class=\"meta\">{} result line(s), {} trained run(s) · folder <code>{}</code></p>\n",
                        esc(base_name(folder)), lines.size(), runs.size(), esc(folder.string()));
-    body += notes_html(notes) + "<h2>Points</h2>\n" + points_table(lines);
+    std::vector<json> trained;
+    for (const auto& l : lines)
+      if (l.value("eval", json()).is_null()) trained.push_back(l);
+    body += notes_html(notes) + "<h2>Points</h2>\n" + points_table(trained);
+    if (trained.size() < lines.size())  // long: folded, so the curves stay near the top
+      body += fmt::format("<details><summary>All {} result lines, with the eval-only points</summary>\n{}</details>\n", lines.size(),
+                          points_table(lines));
     if (!runs.empty()) body += comparison_body(runs);
     if (out.empty()) out = folder / "report.html";
   } else if (paths.size() == 1) {

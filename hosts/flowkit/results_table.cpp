@@ -4,11 +4,13 @@
 #include <fmt/ranges.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -42,6 +44,10 @@ void flatten(const json& j, const std::string& prefix, std::map<std::string, dou
 std::string text_of(const json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_null()) return "-";
+  if (v.is_number_float()) {  // 1e+06 rather than 1000000.0, where that loses nothing
+    const std::string g = fmt::format("{:g}", v.get<double>());
+    if (std::strtod(g.c_str(), nullptr) == v.get<double>()) return g;
+  }
   return v.dump();
 }
 
@@ -81,6 +87,14 @@ class KeyLookup {
   std::map<std::string, json> cache_;
 };
 
+// "0" matches 0.0 and "1e6" matches 1000000.0: numbers compare as numbers, the rest as text.
+bool same_value(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  char *ea = nullptr, *eb = nullptr;
+  const double x = std::strtod(a.c_str(), &ea), y = std::strtod(b.c_str(), &eb);
+  return !a.empty() && !b.empty() && *ea == '\0' && *eb == '\0' && x == y;
+}
+
 struct Cell {
   std::vector<double> values;
   std::multiset<std::string> seeds;
@@ -119,6 +133,7 @@ std::string format_cell(const Cell& c, const std::string& interval, bool show_n)
   else if (interval == "std") half = sd;
   std::string text;
   if (std::fabs(mean) < 1e-12) mean = 0;  // no "-0.0000"
+  if (half <= 1e-9 * std::fabs(mean)) half = 0;  // identical values (e.g. one training seen by several sampling seeds)
   if (half > 0 && std::isfinite(half)) {
     // Two significant digits of the interval; the mean to the same decimal place.
     const int decimals = std::clamp(1 - static_cast<int>(std::floor(std::log10(half))), 0, 10);
@@ -184,7 +199,7 @@ std::string render_table(const TableOptions& o, std::string* warnings_out) {
   for (const auto& l : lines) {
     if (!about_evals && !l.j.value("eval", json()).is_null()) continue;
     bool keep = true;
-    for (const auto& [k, v] : filters) keep &= lookup.value(l, k) == v;
+    for (const auto& [k, v] : filters) keep &= same_value(lookup.value(l, k), v);
     if (!keep) continue;
     ++used;
     std::vector<std::string> rv, cv;
@@ -196,6 +211,7 @@ std::string render_table(const TableOptions& o, std::string* warnings_out) {
     std::map<std::string, double> values;
     flatten(l.j["metrics"], "", &values);
     if (l.j.contains("train_seconds") && l.j["train_seconds"].is_number()) values["train_seconds"] = l.j["train_seconds"].get<double>();
+    if (l.j.contains("train") && l.j["train"].is_object()) flatten(l.j["train"], "train", &values);  // train.final.loss, train.mean.*
     for (const auto& [name, v] : values) {
       all_metrics.insert(name);
       Cell& cell = cells[{r, c}][name];
@@ -203,13 +219,21 @@ std::string render_table(const TableOptions& o, std::string* warnings_out) {
       cell.seeds.insert(text_of(l.j.value("seed", json())));
     }
   }
+  // Columns of numbers in numeric order (the pipeline's own value sits among the swept ones).
+  if (std::all_of(col_order.begin(), col_order.end(), [](const std::string& c) {
+        char* end = nullptr;
+        std::strtod(c.c_str(), &end);
+        return !c.empty() && *end == '\0';
+      }))
+    std::stable_sort(col_order.begin(), col_order.end(),
+                     [](const std::string& a, const std::string& b) { return std::strtod(a.c_str(), nullptr) < std::strtod(b.c_str(), nullptr); });
   if (used == 0) throw std::runtime_error(o.file + ": no result line matches (" + std::to_string(lines.size()) + " lines read)");
   for (const auto& m : metrics)
     if (!all_metrics.count(m))
       throw std::invalid_argument(fmt::format("no metric \"{}\" in {}; it has: {}", m, o.file, fmt::join(all_metrics, ", ")));
   if (metrics.empty())
     for (const auto& m : all_metrics)
-      if (m != "step" && m != "samples") metrics.push_back(m);
+      if (m != "step" && m != "samples" && m.rfind("train.", 0) != 0) metrics.push_back(m);
 
   // A cell that holds one seed twice pools points that differ in something not on the table.
   std::string warnings;
@@ -299,10 +323,82 @@ std::string render_table(const TableOptions& o, std::string* warnings_out) {
       out += md_table(headers, body);
     }
   }
-  out += fmt::format("\nMean {} over seeds; {}.\n", interval_name(o.interval),
-                     show_n ? "n per cell as shown" : fmt::format("n = {} per cell", min_n));
+  if (max_n <= 1) out += "\nOne line (seed) per cell: no interval.\n";
+  else
+    out += fmt::format("\nMean {} over seeds; {}.\n", interval_name(o.interval),
+                       show_n ? "n per cell as shown" : fmt::format("n = {} per cell", min_n));
   *warnings_out = warnings;
   return out;
+}
+
+namespace {
+
+TableOptions parse_table_args(const std::string& doc, int line, const std::string& args) {
+  std::istringstream in(args);
+  std::vector<std::string> words;
+  for (std::string w; in >> w;) words.push_back(w);
+  TableOptions o;
+  for (size_t i = 0; i < words.size(); ++i) {
+    const std::string& w = words[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= words.size()) throw std::runtime_error(fmt::format("{}:{}: {} needs a value", doc, line, w));
+      return words[++i];
+    };
+    if (w == "--rows") o.rows.push_back(value());
+    else if (w == "--cols") o.cols.push_back(value());
+    else if (w == "--metric") o.metrics.push_back(value());
+    else if (w == "--where") o.where.push_back(value());
+    else if (w == "--format") o.format = value();
+    else if (w == "--interval") o.interval = value();
+    else if (w.rfind("--", 0) == 0) throw std::runtime_error(fmt::format("{}:{}: unknown option {}", doc, line, w));
+    else if (o.file.empty()) o.file = w;
+    else throw std::runtime_error(fmt::format("{}:{}: a second results file \"{}\"", doc, line, w));
+  }
+  if (o.file.empty()) throw std::runtime_error(fmt::format("{}:{}: the block names no results file", doc, line));
+  return o;
+}
+
+}  // namespace
+
+int update_doc_tables(const std::string& doc, bool check) {
+  std::ifstream in(doc);
+  if (!in) throw std::runtime_error("cannot open '" + doc + "'");
+  const std::string begin = "<!-- flowkit table ", end = "<!-- end flowkit table -->";
+  std::string out, line;
+  int number = 0, changed = 0;
+  bool in_block = false, in_fence = false;
+  std::string old_block, new_block;
+  while (std::getline(in, line)) {
+    ++number;
+    if (!in_block) {
+      out += line + "\n";
+      if (line.rfind("```", 0) == 0) in_fence = !in_fence;  // an example block in a code fence is text
+      if (!in_fence && line.rfind(begin, 0) == 0) {
+        const size_t close = line.rfind("-->");
+        if (close == std::string::npos || close < begin.size())
+          throw std::runtime_error(fmt::format("{}:{}: the block's first line must end with -->", doc, number));
+        std::string warnings;
+        new_block = "\n" + render_table(parse_table_args(doc, number, line.substr(begin.size(), close - begin.size())), &warnings) + "\n";
+        old_block.clear();
+        in_block = true;
+      }
+      continue;
+    }
+    if (line == end) {
+      changed += old_block != new_block;
+      out += new_block + line + "\n";
+      in_block = false;
+    } else {
+      old_block += line + "\n";
+    }
+  }
+  if (in_block) throw std::runtime_error(fmt::format("{}: a table block has no \"{}\" line", doc, end));
+  if (!check && changed > 0) {
+    const std::string tmp = doc + ".tmp";
+    std::ofstream(tmp) << out;
+    std::filesystem::rename(tmp, doc);
+  }
+  return changed;
 }
 
 }  // namespace flowkit::host

@@ -21,6 +21,14 @@ struct TableOptions {
 // Throws std::runtime_error naming the file (and line) on bad input.
 std::string render_table(const TableOptions& options, std::string* warnings);
 
+// Regenerates, in a Markdown file, every block
+//   <!-- flowkit table RESULTS --rows KEY [--cols KEY] [--metric NAME]... -->
+//   ...table...
+//   <!-- end flowkit table -->
+// from its command (paths relative to the current directory). With check, writes nothing.
+// Returns the number of blocks whose text changed (stale ones, with check).
+int update_doc_tables(const std::string& doc, bool check);
+
 // Two-sided 95 % quantile of Student's t with `df` degrees of freedom (df >= 1).
 double student_t95(int df);
 

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -188,6 +189,7 @@ std::string short_key(const std::string& key, const std::set<std::string>& all_k
 }
 
 std::string settings_name(const Settings& settings, const std::set<std::string>& keys) {
+  if (settings.empty()) return "base";  // the base pipeline as it is
   std::string name;
   for (const auto& [key, v] : settings) name += (name.empty() ? "" : "_") + short_key(key, keys) + "-" + value_text(v);
   return name;
@@ -215,13 +217,19 @@ bool mentions(const std::vector<std::string>& overrides, const std::string& key)
 struct Stage {
   std::vector<std::string> argv;
   std::string what;  // for messages
+  std::string log;   // file name under logs/
+  bool trains = false;
 };
 
-struct Chain {  // a trained point followed by its eval-only points, run in one slot
+// A point's stages: its training (unless done), then its eval-only points, which may run in
+// parallel with each other once the training has finished.
+struct Chain {
   SweepPoint point;
   std::vector<Stage> stages;
-  size_t next = 0;
-  bool failed = false;
+};
+
+struct Job {
+  size_t chain, stage;
 };
 
 pid_t spawn(const Stage& stage, const fs::path& log, const std::vector<std::string>& env_extra) {
@@ -303,7 +311,7 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
       c.point.settings = trained;
       c.point.seed = seed;
       c.point.name = settings_name(trained, keys);
-      c.point.name += (c.point.name.empty() ? "" : "_") + fmt::format("seed-{}", seed);
+      c.point.name += fmt::format("_seed-{}", seed);
       if (!names.insert(c.point.name).second) {
         problems.push_back(fmt::format("two points are both named '{}': give their values distinct names", c.point.name));
         continue;
@@ -350,7 +358,7 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
     const bool trained = fs::exists(dir / "eval.json");
     const bool started = fs::exists(dir / "checkpoints" / "last.pt");
     if (!trained) {
-      Stage s{common, "train " + c.point.name};
+      Stage s{common, "train " + c.point.name, c.point.name + ".log", true};
       s.argv.insert(s.argv.end(), {"run", spec.pipeline});
       s.argv.insert(s.argv.end(), c.point.overrides.begin(), c.point.overrides.end());
       s.argv.insert(s.argv.end(), {"--runs-dir", folder.string(), "--name", c.point.name});
@@ -359,7 +367,7 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
     }
     for (const auto& e : c.point.evals) {
       if (fs::exists(dir / "evals" / (e.label + ".json"))) continue;
-      Stage s{common, "eval " + c.point.name + " " + e.label};
+      Stage s{common, "eval " + c.point.name + " " + e.label, c.point.name + "." + e.label + ".log", false};
       s.argv.insert(s.argv.end(), {"eval", spec.pipeline});
       s.argv.insert(s.argv.end(), e.overrides.begin(), e.overrides.end());
       s.argv.insert(s.argv.end(), {"--runs-dir", folder.string(), "--name", c.point.name, "--label", e.label});
@@ -387,22 +395,26 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
   fs::create_directories(folder / "logs");
   std::vector<std::string> swept(keys.begin(), keys.end());
   const std::vector<std::string> env_extra{fmt::format("OPENBLAS_NUM_THREADS={}", blas), "OMP_NUM_THREADS=1"};
-  std::map<pid_t, size_t> running;  // pid -> chain
+  std::map<pid_t, Job> running;
   std::map<pid_t, std::chrono::steady_clock::time_point> started_at;
-  size_t next_chain = 0, finished = 0, failures = 0;
+  std::deque<Job> ready;
+  for (size_t ci = 0; ci < chains.size(); ++ci) {
+    const auto& stages = chains[ci].stages;
+    for (size_t si = 0; si < stages.size(); ++si) {
+      ready.push_back({ci, si});
+      if (stages[si].trains) break;  // its evaluations wait for it
+    }
+  }
+  size_t finished = 0, failures = 0;
   double busy_seconds = 0;
   const bool tty = isatty(STDERR_FILENO);
   const auto t0 = std::chrono::steady_clock::now();
   catch_stop_signals();
-  auto launch = [&](size_t ci) {
-    Chain& c = chains[ci];
-    const fs::path dir = folder / c.point.name;
-    fs::create_directories(dir);
-    nlohmann::json marker = {{"sweep", spec.name}, {"overrides", c.point.overrides}};
-    std::ofstream(dir / "sweep_point.json") << marker.dump(2) << "\n";
-    const pid_t pid = spawn(c.stages[c.next], folder / "logs" / (c.point.name + ".log"), env_extra);
-    running[pid] = ci;
-    started_at[pid] = std::chrono::steady_clock::now();
+  // A failed training takes its evaluations with it.
+  auto fail = [&](const Job& j, const std::string& message) {
+    ++failures;
+    if (chains[j.chain].stages[j.stage].trains) finished += chains[j.chain].stages.size() - j.stage - 1;
+    return message;
   };
   auto status_line = [&](const std::string& event) {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -413,10 +425,29 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
     if (tty) fmt::print(stderr, "\r{}\033[K{}", msg, event.empty() ? "" : "\n");
     if (!event.empty()) fmt::print(stderr, "{}{}\n", tty ? "" : msg + ": ", event);
   };
+  auto launch = [&](const Job& j) {
+    Chain& c = chains[j.chain];
+    const Stage& stage = c.stages[j.stage];
+    const fs::path dir = folder / c.point.name;
+    fs::create_directories(dir);
+    if (stage.trains) {
+      nlohmann::json marker = {{"sweep", spec.name}, {"overrides", c.point.overrides}};
+      std::ofstream(dir / "sweep_point.json") << marker.dump(2) << "\n";
+    }
+    try {
+      const pid_t pid = spawn(stage, folder / "logs" / stage.log, env_extra);
+      running[pid] = j;
+      started_at[pid] = std::chrono::steady_clock::now();
+    } catch (const std::exception& e) {  // e.g. the binary is being rebuilt: this run fails, the others go on
+      ++finished;
+      status_line(fail(j, fmt::format("FAILED {}: {}", stage.what, e.what())));
+    }
+  };
   while (true) {
-    while (!g_stop_signal && running.size() < static_cast<size_t>(jobs) && next_chain < chains.size()) {
-      if (!chains[next_chain].stages.empty()) launch(next_chain);
-      ++next_chain;
+    while (!g_stop_signal && running.size() < static_cast<size_t>(jobs) && !ready.empty()) {
+      const Job j = ready.front();
+      ready.pop_front();
+      launch(j);
     }
     if (running.empty()) break;
     if (tty) status_line("");
@@ -424,8 +455,8 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
     const pid_t pid = waitpid(-1, &status, 0);
     if (g_stop_signal) {
       // Stop the running points (each resumes from its last checkpoint next time) and keep the results.
-      for (const auto& [child, ci] : running) kill(child, SIGTERM);
-      for (const auto& [child, ci] : running) waitpid(child, nullptr, 0);
+      for (const auto& [child, j] : running) kill(child, SIGTERM);
+      for (const auto& [child, j] : running) waitpid(child, nullptr, 0);
       std::vector<SweepPoint> points;
       for (const auto& ch : chains) points.push_back(ch.point);
       write_sweep_results(spec.name, folder, points, swept);
@@ -439,24 +470,20 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
     }
     auto it = running.find(pid);
     if (it == running.end()) continue;
-    Chain& c = chains[it->second];
-    const size_t ci = it->second;
+    const Job j = it->second;
     running.erase(it);
+    const Stage& stage = chains[j.chain].stages[j.stage];
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_at[pid]).count();
     busy_seconds += secs;
     ++finished;
-    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    const std::string log = (folder / "logs" / (c.point.name + ".log")).string();
-    if (!ok) {
-      ++failures;
-      c.failed = true;
-      finished += c.stages.size() - c.next - 1;  // its later stages will not run
-      status_line(fmt::format("FAILED {} ({}); see {}", c.stages[c.next].what,
-                              WIFEXITED(status) ? fmt::format("exit {}", WEXITSTATUS(status)) : "killed", log));
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+      status_line(fail(j, fmt::format("FAILED {} ({}); see {}", stage.what,
+                                      WIFEXITED(status) ? fmt::format("exit {}", WEXITSTATUS(status)) : "killed",
+                                      (folder / "logs" / stage.log).string())));
     } else {
-      const std::string what = c.stages[c.next].what;
-      if (++c.next < c.stages.size()) launch(ci);
-      status_line(fmt::format("done {} in {:.1f} s", what, secs));
+      if (stage.trains)  // its evaluations are next, ahead of other points' training
+        for (size_t si = chains[j.chain].stages.size(); si-- > j.stage + 1;) ready.push_front({j.chain, si});
+      status_line(fmt::format("done {} in {:.1f} s", stage.what, secs));
     }
     std::vector<SweepPoint> points;
     for (const auto& ch : chains) points.push_back(ch.point);

@@ -1,6 +1,7 @@
 #include "sweep_results.h"
 
 #include <fstream>
+#include <map>
 
 namespace fs = std::filesystem;
 
@@ -47,6 +48,26 @@ nlohmann::ordered_json config_of(const nlohmann::json& pipeline, const std::vect
 
 }  // namespace
 
+nlohmann::ordered_json training_summary(const fs::path& run_dir) {
+  std::map<std::string, double> last, sum;
+  std::map<std::string, int> count;
+  std::ifstream in(run_dir / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step") || j.contains("eval")) continue;
+    for (const auto& [k, v] : j.items())
+      if (k != "step" && v.is_number()) {
+        last[k] = v.get<double>();
+        sum[k] += v.get<double>();
+        ++count[k];
+      }
+  }
+  nlohmann::ordered_json final_values = nlohmann::ordered_json::object(), means = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : last) final_values[k] = v;
+  for (const auto& [k, v] : sum) means[k] = v / count[k];
+  return {{"final", final_values}, {"mean", means}};
+}
+
 double training_seconds(const fs::path& run_dir) {
   std::ifstream in(run_dir / "metrics.jsonl");
   double total = 0;
@@ -77,6 +98,7 @@ size_t write_sweep_results(const std::string& sweep, const fs::path& folder, con
                                    {"eval_settings", nlohmann::ordered_json::object()},
                                    {"config", config_of(pipeline, swept_keys, {})},
                                    {"train_seconds", training_seconds(dir)},
+                                   {"train", training_summary(dir)},
                                    {"metrics", metrics}};
     text += line.dump() + "\n";
     ++lines;

@@ -29,11 +29,16 @@ struct SweepPoint {
 // Rewrites <folder>/results.jsonl atomically; returns the number of lines.
 // Line: {"sweep", "point", "run", "settings": {key: value}, "seed", "eval": null | label,
 //        "eval_settings": {...}, "config": {every swept key: its value in this line's run},
-//        "train_seconds", "metrics": {...eval.json...}}
+//        "train_seconds", "train": {"final": {key: last logged value}, "mean": {key: mean over
+//        the logged steps}}, "metrics": {...eval.json...}}
 // "config" makes the file self-contained: a table can group by any swept key (e.g. the solver
 // steps of the trained points beside the eval-only ones) without the run directories.
 size_t write_sweep_results(const std::string& sweep, const std::filesystem::path& folder, const std::vector<SweepPoint>& points,
                            const std::vector<std::string>& swept_keys);
+
+// The run's training lines in metrics.jsonl summarised: each numeric key's last logged value
+// and its mean over the logged steps (e.g. a loss's clipped fraction).
+nlohmann::ordered_json training_summary(const std::filesystem::path& run_dir);
 
 // Total training wall time of a run: the sum of its metrics.jsonl "train_session" lines.
 double training_seconds(const std::filesystem::path& run_dir);

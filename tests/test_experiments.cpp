@@ -69,6 +69,21 @@ json sweep_file(const fs::path& runs) {
           {"jobs", 2}};
 }
 
+// Starts `args` with stdout and stderr into `log`; the caller waits for it (waitpid).
+pid_t spawn_logged(std::vector<std::string> args, const std::string& log) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  return rc == 0 ? pid : -1;
+}
+
 }  // namespace
 
 TEST(Sweep, GridOfSeedsIsInterruptedResumedAndTabulated) {
@@ -80,18 +95,9 @@ TEST(Sweep, GridOfSeedsIsInterruptedResumedAndTabulated) {
 
   // Start the sweep, stop it with SIGTERM once two results are in, as a user's Ctrl-C would.
   unsetenv("FLOWKIT_PLUGIN_PATH");  // the build tree's plugins only (this test runs in a process of its own)
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
   const std::string first_log = (tmp.path() / "first.log").string();
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, first_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  std::vector<std::string> args{kFlowkitBin, "sweep", file.string()};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  ASSERT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&actions);
+  const pid_t pid = spawn_logged({kFlowkitBin, "sweep", file.string()}, first_log);
+  ASSERT_GT(pid, 0);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
   int status = 0;
   bool exited = false;
@@ -375,4 +381,57 @@ TEST(DocsTables, AreWhatTheirCommandsPrintFromTheCommittedResults) {
         << out << "regenerate with: flowkit table --update " << e.path().string();
   }
   EXPECT_GE(pages, 1);
+}
+
+// SIGTERM (what a sweep, a scheduler or `kill` sends) stops training after the current step with
+// a checkpoint and exit code 143; --resume then ends bit-identical to an uninterrupted run.
+TEST(Interruption, SigtermCheckpointsAndResumeIsBitIdentical) {
+  if (!build_has_bundled_plugins()) GTEST_SKIP() << "built without the bundled plugins";
+  TempDir tmp;
+  unsetenv("FLOWKIT_PLUGIN_PATH");
+  const std::vector<std::string> overrides{"train.steps=1500", "train.log_every=25", "train.checkpoint_every=1000", "model.hidden=64"};
+  std::vector<std::string> args{kFlowkitBin, "train", kToy};
+  args.insert(args.end(), overrides.begin(), overrides.end());
+  args.insert(args.end(), {"--runs-dir", (tmp.path() / "runs").string(), "--name", "cut"});
+  const std::string log = (tmp.path() / "cut.log").string();
+  const pid_t pid = spawn_logged(args, log);
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  bool exited = false;
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2); std::chrono::steady_clock::now() < deadline;) {
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      break;
+    }
+    if (read_lines(tmp.path() / "runs/cut/metrics.jsonl").size() >= 4) break;  // past step 100
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_FALSE(exited) << "training ended before it could be interrupted:\n" << slurp(log);
+  kill(pid, SIGTERM);
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  const std::string out = slurp(log);
+  ASSERT_TRUE(WIFEXITED(status)) << out;
+  EXPECT_EQ(WEXITSTATUS(status), 143) << out;
+  EXPECT_THAT_MSG(out, "training stopped by SIGTERM after step");
+  EXPECT_THAT_MSG(out, "--resume");
+  const auto sessions = read_lines(tmp.path() / "runs/cut/metrics.jsonl");
+  ASSERT_TRUE(sessions.back().contains("train_session")) << sessions.back().dump();
+  const int64_t stopped = sessions.back()["train_session"]["end_step"].get<int64_t>();
+  EXPECT_GT(stopped, 0);
+  EXPECT_LT(stopped, 1500);
+
+  std::string cmd = "env -u FLOWKIT_PLUGIN_PATH " + kFlowkitBin + " -q train " + kToy;
+  for (const auto& o : overrides) cmd += " " + o;
+  cmd += " --runs-dir " + (tmp.path() / "runs").string();
+  std::string resumed, straight;
+  ASSERT_EQ(run_command(cmd + " --name cut --resume", &resumed), 0) << resumed;
+  // Global flags work after the command too (-q here).
+  ASSERT_EQ(run_command("env -u FLOWKIT_PLUGIN_PATH " + kFlowkitBin + " train " + kToy + " " + overrides[0] + " " + overrides[1] + " " +
+                            overrides[2] + " " + overrides[3] + " --runs-dir " + (tmp.path() / "runs").string() + " --name straight -q",
+                        &straight),
+            0)
+      << straight;
+  EXPECT_EQ(straight.find("info"), std::string::npos) << "-q after the command was ignored:\n" << straight;
+  EXPECT_EQ(slurp(tmp.path() / "runs/cut/weights.pt"), slurp(tmp.path() / "runs/straight/weights.pt"))
+      << "resumed from step " << stopped << " but did not end where the uninterrupted run did";
 }

@@ -1,7 +1,10 @@
 // The trainer end to end through a real plugin (the test plugin fk_flows: a normalizing flow,
 // no path): bit-exact resume, NaN handling, checkpoint errors, no overwritten runs, embedding.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -224,4 +227,84 @@ TEST(Embed, OpenRunAndCallThePolicy) {
   } catch (const Error& e) {
     EXPECT_THAT_MSG(e.what(), "nope/pipeline.resolved.json");
   }
+}
+
+// Damaged runs lose nothing: a corrupt last.pt falls back to the newest readable step file.
+TEST(Trainer, CorruptLastCheckpointResumesFromTheNewestReadableStep) {
+  TempDir tmp;
+  PluginHost host(test_plugins_only());
+  nlohmann::json doc = toy_pipeline();
+  Pipeline p = resolve_pipeline(doc, host);
+  {
+    Session s(p, host, run_in(tmp.path(), "r"));
+    s.train();  // step_10 ... step_40 and last.pt
+  }
+  const fs::path ckpts = tmp.path() / "r/checkpoints";
+  fs::resize_file(ckpts / "last.pt", 100);           // truncated
+  std::ofstream(ckpts / "step_00000040.pt") << "x";   // garbage
+  doc["train"]["steps"] = 50;
+  Pipeline longer = resolve_pipeline(doc, host);
+  RunOptions o = run_in(tmp.path(), "r");
+  o.resume = true;
+  {
+    Session s(longer, host, o);
+    EXPECT_EQ(s.train().start_step, 30);  // step 40 and last.pt skipped, both named in the log
+  }
+  std::ifstream log(tmp.path() / "r/log.txt");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_THAT_MSG(text, "skipped checkpoint '" + (ckpts / "step_00000040.pt").string() + "'");
+  EXPECT_THAT_MSG(text, "resumed from " + (ckpts / "step_00000030.pt").string() + " instead of the unreadable " + (ckpts / "last.pt").string());
+
+  for (const auto& f : fs::directory_iterator(ckpts)) fs::resize_file(f.path(), 10);  // now nothing is readable
+  Session s(longer, host, o);
+  try {
+    s.train();
+    ADD_FAILURE() << "resumed from unreadable checkpoints";
+  } catch (const Error& e) {
+    EXPECT_THAT_MSG(e.what(), "last.pt and all 5 step checkpoints are unreadable");
+  }
+}
+
+TEST(Trainer, ASecondTrainerOfTheSameRunIsRefused) {
+  TempDir tmp;
+  PluginHost host(test_plugins_only());
+  Pipeline p = resolve_pipeline(toy_pipeline(), host);
+  fs::create_directories(tmp.path() / "r");
+  // Another process holds the lock (a separate open file description conflicts like one).
+  const int fd = ::open((tmp.path() / "r/.train.lock").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  ASSERT_EQ(::pwrite(fd, "4242", 4, 0), 4);
+  {
+    Session s(p, host, run_in(tmp.path(), "r"));
+    try {
+      s.train();
+      ADD_FAILURE() << "two trainers in one run directory";
+    } catch (const Error& e) {
+      EXPECT_THAT_MSG(e.what(), "is being trained by another process (pid 4242)");
+    }
+  }
+  ::close(fd);
+  Session s(p, host, run_in(tmp.path(), "r"));
+  EXPECT_EQ(s.train().end_step, 40);  // the lock went with its holder
+}
+
+TEST(Trainer, AFailedCheckpointWriteKeepsThePreviousOne) {
+  TempDir tmp;
+  PluginHost host(test_plugins_only());
+  Pipeline p = resolve_pipeline(toy_pipeline(), host);
+  // The temporary file of step 20's checkpoint cannot be created (a folder is in its place):
+  // what a full disk or a read-only folder does to the write.
+  fs::create_directories(tmp.path() / "r/checkpoints/step_00000020.pt.tmp");
+  {
+    Session s(p, host, run_in(tmp.path(), "r"));
+    try {
+      s.train();
+      ADD_FAILURE() << "the failed write went unnoticed";
+    } catch (const Error& e) {
+      EXPECT_THAT_MSG(e.what(), "cannot write the checkpoint of step 20");
+      EXPECT_THAT_MSG(e.what(), "the previous checkpoint " + (tmp.path() / "r/checkpoints/last.pt").string() + " is intact");
+    }
+  }
+  EXPECT_EQ(read_checkpoint(tmp.path() / "r/checkpoints/last.pt").at("step").item<int64_t>(), 10);
 }

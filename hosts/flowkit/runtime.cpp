@@ -80,6 +80,10 @@ extern "C" __attribute__((visibility("default"))) int flowkit_cli_runtime_v1(con
   } catch (const ConfigError& e) {
     print_error(e.what());
     return kUsage;
+  } catch (const core::TrainingInterrupted& e) {
+    // 128 + the signal, as a shell reports a process it killed; the run continues with --resume.
+    print_warning(std::string(e.what()) + ". Continue with the same command and --resume (and the same --name).");
+    return 128 + e.signal_number;
   } catch (const c10::Error& e) {
     print_error(e.what_without_backtrace());  // LibTorch's C++ stack trace helps no user
     return kRuntime;

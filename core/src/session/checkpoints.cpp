@@ -41,15 +41,52 @@ void save_checkpoint(SessionState& s) {
   s.optimizer->save(opt);
   a.write("optimizer", opt);
   a.write("rng", s.gen.get_state());
-  fs::path file = s.dir.checkpoint(s.step);
-  fs::path tmp = file;
+  // Written beside the target and renamed over it: a failed write (full disk, unwritable
+  // folder) leaves the previous checkpoints as they were.
+  const fs::path file = s.dir.checkpoint(s.step);
+  fs::path tmp = file, last_tmp = s.dir.last_checkpoint();
   tmp += ".tmp";
-  a.save_to(tmp.string());
-  fs::rename(tmp, file);
-  fs::path last_tmp = s.dir.last_checkpoint();
   last_tmp += ".tmp";
-  fs::copy_file(file, last_tmp, fs::copy_options::overwrite_existing);
-  fs::rename(last_tmp, s.dir.last_checkpoint());
+  try {
+    a.save_to(tmp.string());
+    fs::rename(tmp, file);
+    fs::copy_file(file, last_tmp, fs::copy_options::overwrite_existing);
+    fs::rename(last_tmp, s.dir.last_checkpoint());
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    if (fs::is_regular_file(tmp, ec)) fs::remove(tmp, ec);
+    if (fs::is_regular_file(last_tmp, ec)) fs::remove(last_tmp, ec);
+    const std::string what = e.what();
+    throw Error(fmt::format("cannot write the checkpoint of step {} in '{}' (disk full or not writable?): {}; {}", s.step,
+                            s.dir.checkpoints().string(), what.substr(0, what.find('\n')),
+                            fs::exists(s.dir.last_checkpoint()) ? "the previous checkpoint " + s.dir.last_checkpoint().string() + " is intact"
+                                                                : "no earlier checkpoint exists"));
+  }
+}
+
+void load_latest_checkpoint(SessionState& s) {
+  std::vector<fs::path> steps;  // step_XXXXXXXX.pt: the names sort by step
+  std::error_code ec;
+  for (const auto& f : fs::directory_iterator(s.dir.checkpoints(), ec))
+    if (f.path().extension() == ".pt" && f.path().filename().string().rfind("step_", 0) == 0) steps.push_back(f.path());
+  std::sort(steps.rbegin(), steps.rend());
+  try {
+    if (!fs::exists(s.dir.last_checkpoint()) && !steps.empty())  // killed between writing a step file and last.pt
+      throw UnreadableCheckpoint("checkpoint '" + s.dir.last_checkpoint().string() + "' is missing");
+    return load_checkpoint(s, s.dir.last_checkpoint());
+  } catch (const UnreadableCheckpoint& e) {
+    spdlog::warn("{}; trying the step checkpoints", e.what());
+    for (const auto& file : steps) {
+      try {
+        load_checkpoint(s, file);
+        spdlog::warn("resumed from {} instead of the unreadable {}", file.string(), s.dir.last_checkpoint().string());
+        return;
+      } catch (const UnreadableCheckpoint& bad) {
+        spdlog::warn("skipped {}", bad.what());
+      }
+    }
+    throw Error(fmt::format("cannot resume '{}': last.pt and all {} step checkpoints are unreadable", s.dir_string, steps.size()));
+  }
 }
 
 void export_weights(SessionState& s) {
@@ -70,8 +107,8 @@ void load_checkpoint(SessionState& s, const fs::path& file) {
     a.load_from(file.string(), s.device);
   } catch (const std::exception& e) {
     std::string what = e.what();
-    throw Error("checkpoint '" + file.string() + "' cannot be read (corrupt or not a flowkit checkpoint): " +
-                what.substr(0, what.find('\n')));
+    throw UnreadableCheckpoint("checkpoint '" + file.string() + "' cannot be read (corrupt or not a flowkit checkpoint): " +
+                               what.substr(0, what.find('\n')));
   }
   try {
     torch::Tensor names_t, step_t, rng;
@@ -106,7 +143,7 @@ void load_checkpoint(SessionState& s, const fs::path& file) {
     throw Error("checkpoint '" + file.string() + "' does not fit this pipeline: " + e.what());
   } catch (const std::exception& e) {
     std::string what = e.what();
-    throw Error("checkpoint '" + file.string() + "' is incomplete or corrupt: " + what.substr(0, what.find('\n')));
+    throw UnreadableCheckpoint("checkpoint '" + file.string() + "' is incomplete or corrupt: " + what.substr(0, what.find('\n')));
   }
   spdlog::info("loaded checkpoint {} (step {})", file.string(), s.step);
 }

@@ -21,6 +21,7 @@ std::shared_ptr<spdlog::sinks::sink> open_run_log(const RunDirectory& dir) {
   auto level = spdlog::default_logger()->level();
   auto logger = std::make_shared<spdlog::logger>("flowkit", spdlog::sinks_init_list{console, file});
   logger->set_level(level);
+  logger->flush_on(spdlog::level::trace);  // a few lines per run: each is on disk at once, even if the process is killed
   console->set_pattern("[%H:%M:%S] %^%l%$ %v");
   file->set_pattern("[%Y-%m-%d %H:%M:%S.%e] %l %v");
   file->set_level(spdlog::level::debug);

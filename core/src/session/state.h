@@ -71,8 +71,16 @@ struct SessionState {
 };
 
 // checkpoints.cpp
+// A checkpoint file that cannot be read (truncated, corrupt, not a checkpoint), as opposed to
+// one that is intact but belongs to another model.
+struct UnreadableCheckpoint : Error {
+  using Error::Error;
+};
 void save_checkpoint(SessionState& s);
 void load_checkpoint(SessionState& s, const std::filesystem::path& file);
+// Resume: last.pt, or when it is unreadable the newest readable step_*.pt (warning about each
+// file skipped). Throws when none can be read.
+void load_latest_checkpoint(SessionState& s);
 void export_weights(SessionState& s);
 // training.cpp
 TrainSummary train_loop(SessionState& s);

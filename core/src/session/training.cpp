@@ -5,8 +5,14 @@
 #include <spdlog/details/log_msg.h>
 #include <spdlog/sinks/sink.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "flowkit/io.h"
@@ -42,7 +48,63 @@ struct LrSchedule {
                           what, value, s.step + 1, keep));
 }
 
+// One training process per run directory: an exclusive lock on <run>/.train.lock, held while
+// training (released by the kernel if the process dies).
+class TrainingLock {
+ public:
+  explicit TrainingLock(const RunDirectory& dir) : path_((dir.root() / ".train.lock").string()) {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw Error("cannot create the lock file '" + path_ + "': " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      char pid[32] = {0};
+      const ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
+      ::close(fd_);
+      throw Error(fmt::format("run directory '{}' is being trained by another process{}; wait for it, or train another run with --name",
+                              dir.root().string(), n > 0 ? fmt::format(" (pid {})", std::string(pid, static_cast<size_t>(n))) : ""));
+    }
+    const std::string me = std::to_string(::getpid());
+    if (::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, me.data(), me.size(), 0) < 0) {}  // the pid is only informative
+  }
+  ~TrainingLock() { ::close(fd_); }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+// SIGINT/SIGTERM while training set a flag; the loop finishes its step, writes a checkpoint and
+// stops. The previous handlers come back afterwards.
+volatile sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  int received() const { return g_stop_signal; }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
 }  // namespace
+
+TrainingInterrupted::TrainingInterrupted(int sig, int64_t at, const std::string& file)
+    : Error(fmt::format("training stopped by {} after step {}; checkpoint {}", sig == SIGINT ? "SIGINT" : "SIGTERM", at, file)),
+      signal_number(sig),
+      step(at),
+      checkpoint(file) {}
 
 TrainSummary train_loop(SessionState& s) {
   Domain* domain = s.parts.domain;
@@ -50,9 +112,10 @@ TrainSummary train_loop(SessionState& s) {
   Loss* loss = s.parts.loss;
   if (!domain || !model || !loss) throw Error("training needs a domain, a model and a loss");
   TrainSummary summary;
+  const TrainingLock lock(s.dir);
   io::write_file_atomic(s.dir.resolved_pipeline().string(), s.pipeline.resolved.dump(2) + "\n");
   if (s.options.resume) {
-    load_checkpoint(s, s.dir.last_checkpoint());
+    load_latest_checkpoint(s);
   } else if (s.dir.has_checkpoint()) {
     throw Error("run directory '" + s.dir_string +
                 "' already holds checkpoints; use --resume to continue it or --name to start another run");
@@ -73,7 +136,17 @@ TrainSummary train_loop(SessionState& s) {
   double loss_sum = 0;
   int64_t loss_count = 0;
   const int64_t stop = s.options.stop_at_step >= 0 ? std::min(s.options.stop_at_step, total) : total;
+  const StopSignals signals;
+  auto session_line = [&](double seconds) {  // one per training session: a resumed run's time is their sum
+    append_json_line(s.dir.metrics(), {{"train_session", {{"start_step", summary.start_step}, {"end_step", s.step}, {"seconds", seconds}}}});
+  };
   while (s.step < stop) {
+    if (const int sig = signals.received()) {
+      if (s.options.progress_bar) fmt::print(stderr, "\n");
+      save_checkpoint(s);
+      session_line(std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count());
+      throw TrainingInterrupted(sig, s.step, s.dir.last_checkpoint().string());
+    }
     const double lr = schedule.at(s.step);
     s.optimizer->set_lr(lr);
     Batch batch = domain->train_batch(batch_size, s.gen).to(s.device);
@@ -131,9 +204,7 @@ TrainSummary train_loop(SessionState& s) {
   summary.end_step = s.step;
   summary.steps_per_second = static_cast<double>(s.step - summary.start_step) / std::max(secs, 1e-9);
   summary.checkpoint = s.dir.last_checkpoint().string();
-  // One line per training session, so a resumed run's total training time is their sum.
-  append_json_line(s.dir.metrics(), {{"train_session", {{"start_step", summary.start_step}, {"end_step", summary.end_step},
-                                                        {"seconds", secs}}}});
+  session_line(secs);
   return summary;
 }
 

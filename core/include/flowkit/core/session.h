@@ -31,6 +31,15 @@ struct TrainSummary {
   std::string checkpoint;
 };
 
+// Thrown by Session::train when SIGINT or SIGTERM arrived: the step in progress was finished
+// and a checkpoint written, so `--resume` continues bit-exactly.
+struct TrainingInterrupted : Error {
+  TrainingInterrupted(int signal_number, int64_t step, const std::string& checkpoint);
+  int signal_number;
+  int64_t step;
+  std::string checkpoint;
+};
+
 struct SessionState;
 
 class Session {
@@ -40,6 +49,10 @@ class Session {
   ~Session();
 
   const std::string& run_dir() const;
+  // Trains to train.steps (or RunOptions::stop_at_step). One training process per run
+  // directory (a lock); SIGINT/SIGTERM end it after the current step with a checkpoint
+  // (TrainingInterrupted). A corrupt last.pt on resume falls back to the newest valid
+  // step checkpoint, with a warning naming what was skipped.
   TrainSummary train();
   // Generates train/sample "count" samples and writes them; returns the files written.
   std::vector<std::string> sample();

@@ -435,3 +435,35 @@ TEST(Interruption, SigtermCheckpointsAndResumeIsBitIdentical) {
   EXPECT_EQ(slurp(tmp.path() / "runs/cut/weights.pt"), slurp(tmp.path() / "runs/straight/weights.pt"))
       << "resumed from step " << stopped << " but did not end where the uninterrupted run did";
 }
+
+TEST(Table, WilsonPoolsRatesOverTheSeedsTrials) {
+  TempDir tmp;
+  const fs::path file = tmp.path() / "results.jsonl";
+  {
+    std::ofstream out(file);  // 50/100 and 70/100 successes: 120 of 200
+    out << json{{"settings", {{"arm", "a"}}}, {"seed", 0}, {"eval", nullptr}, {"metrics", {{"success", 0.5}, {"episodes", 100}}}}.dump() << "\n";
+    out << json{{"settings", {{"arm", "a"}}}, {"seed", 1}, {"eval", nullptr}, {"metrics", {{"success", 0.7}, {"episodes", 100}}}}.dump() << "\n";
+  }
+  std::string md;
+  ASSERT_EQ(run_command(kFlowkitBin + " table " + file.string() + " --rows arm --metric success --interval wilson --count episodes", &md), 0)
+      << md;
+  EXPECT_THAT_MSG(md, "| a | 0.600 [0.531, 0.665] |");  // the Wilson score interval of 120/200
+  std::string bad;
+  EXPECT_EQ(run_command(kFlowkitBin + " table " + file.string() + " --rows arm --interval wilson", &bad), 2) << bad;
+  EXPECT_THAT_MSG(bad, "--count");
+}
+
+TEST(Overrides, NullRemovesASectionSoASweepCanDropAComponent) {
+  if (!build_has_bundled_plugins()) GTEST_SKIP() << "built without the bundled plugins";
+  const std::string validate = "env -u FLOWKIT_PLUGIN_PATH " + kFlowkitBin + " validate ";
+  std::string out;
+  // Removed, and then checked like any pipeline: toy2d's loss and solver need a path.
+  EXPECT_EQ(run_command(validate + kToy + " path=null", &out), 2) << out;
+  EXPECT_THAT_MSG(out, "'standard.cfm' needs a \"path\" section, which the pipeline does not have");
+  out.clear();
+  const std::string dm1 = FLOWKIT_SOURCE_DIR "/plugins/dm1/examples/meanflow_state.json";
+  ASSERT_EQ(run_command(validate + dm1 + " 'path={\"type\": \"standard.affine\"}' path=null", &out), 0) << out;
+  const json resolved = json::parse(out.substr(out.find('{'), out.rfind('}') - out.find('{') + 1));  // stdout: the resolved pipeline
+  EXPECT_FALSE(resolved.contains("path")) << out;
+  EXPECT_EQ(resolved["loss"]["type"], "dm1.meanflow");
+}

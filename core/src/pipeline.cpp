@@ -235,7 +235,8 @@ std::vector<Override> apply_overrides(nlohmann::json& doc, const std::vector<std
         break;
       }
       if (dot == std::string::npos) {
-        (*node)[key] = value;
+        if (value.is_null()) node->erase(key);  // path=null: the pipeline without that section (or key)
+        else (*node)[key] = value;
         break;
       }
       node = &(*node)[key];

@@ -233,8 +233,10 @@ int main(int argc, char** argv) {
   table->add_option("--metric", table_options.metrics, "metric(s) to show (default: all)")->type_name("NAME");
   table->add_option("--where", table_options.where, "keep lines with key=value (repeatable)")->type_name("KEY=VALUE");
   table->add_option("--format", table_options.format, "md or csv")->capture_default_str()->check(CLI::IsMember({"md", "csv"}));
-  table->add_option("--interval", table_options.interval, "ci95 (Student t), sem, std or none")
-      ->capture_default_str()->check(CLI::IsMember({"ci95", "sem", "std", "none"}));
+  table->add_option("--interval", table_options.interval, "ci95 (Student t), sem, std, none, or wilson (rates pooled over seeds)")
+      ->capture_default_str()->check(CLI::IsMember({"ci95", "sem", "std", "none", "wilson"}));
+  table->add_option("--count", table_options.count, "with --interval wilson: the metric holding each line's number of trials")
+      ->type_name("METRIC");
 
   std::vector<std::string> report_paths;
   std::string report_output;

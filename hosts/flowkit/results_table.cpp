@@ -97,8 +97,17 @@ bool same_value(const std::string& a, const std::string& b) {
 
 struct Cell {
   std::vector<double> values;
+  std::vector<double> trials;  // --interval wilson: each line's number of trials
   std::multiset<std::string> seeds;
 };
+
+// Wilson score interval of k successes in n trials (95 %).
+std::pair<double, double> wilson95(double k, double n) {
+  if (n <= 0) return {0, 1};
+  const double z = 1.959964, p = k / n, d = 1 + z * z / n;
+  const double centre = (p + z * z / (2 * n)) / d, half = z * std::sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d;
+  return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
+}
 
 std::string joined(const std::vector<std::string>& parts) { return fmt::format("{}", fmt::join(parts, ", ")); }
 
@@ -120,6 +129,12 @@ std::vector<std::string> split_values(const std::string& text, size_t count) {
 
 std::string format_cell(const Cell& c, const std::string& interval, bool show_n) {
   if (c.values.empty()) return "";
+  if (interval == "wilson") {  // rates pooled over the seeds' trials
+    double k = 0, n = 0;
+    for (size_t i = 0; i < c.values.size(); ++i) k += c.values[i] * c.trials[i], n += c.trials[i];
+    const auto [lo, hi] = wilson95(k, n);
+    return fmt::format("{:.3f} [{:.3f}, {:.3f}]{}", n > 0 ? k / n : 0.0, lo, hi, show_n ? fmt::format(" (n={})", c.values.size()) : "");
+  }
   const double n = static_cast<double>(c.values.size());
   double mean = 0;
   for (double v : c.values) mean += v;
@@ -149,6 +164,7 @@ std::string format_cell(const Cell& c, const std::string& interval, bool show_n)
 std::string interval_name(const std::string& interval) {
   if (interval == "ci95") return "± half-width of the 95 % Student-t interval";
   if (interval == "sem") return "± standard error";
+  if (interval == "wilson") return "rate pooled over the seeds' trials [Wilson 95 % interval]";
   if (interval == "std") return "± standard deviation";
   return "no interval";
 }
@@ -157,8 +173,10 @@ std::string interval_name(const std::string& interval) {
 
 std::string render_table(const TableOptions& o, std::string* warnings_out) {
   if (o.format != "md" && o.format != "csv") throw std::invalid_argument("--format is md or csv, not \"" + o.format + "\"");
-  if (o.interval != "ci95" && o.interval != "sem" && o.interval != "std" && o.interval != "none")
-    throw std::invalid_argument("--interval is ci95, sem, std or none, not \"" + o.interval + "\"");
+  if (o.interval != "ci95" && o.interval != "sem" && o.interval != "std" && o.interval != "none" && o.interval != "wilson")
+    throw std::invalid_argument("--interval is ci95, sem, std, none or wilson, not \"" + o.interval + "\"");
+  if ((o.interval == "wilson") != !o.count.empty())
+    throw std::invalid_argument("--interval wilson and --count METRIC (each line's number of trials) go together");
   if (o.rows.empty()) throw std::invalid_argument("give at least one --rows key");
   std::ifstream in(o.file);
   if (!in) throw std::runtime_error("cannot open '" + o.file + "'");
@@ -212,10 +230,13 @@ std::string render_table(const TableOptions& o, std::string* warnings_out) {
     flatten(l.j["metrics"], "", &values);
     if (l.j.contains("train_seconds") && l.j["train_seconds"].is_number()) values["train_seconds"] = l.j["train_seconds"].get<double>();
     if (l.j.contains("train") && l.j["train"].is_object()) flatten(l.j["train"], "train", &values);  // train.final.loss, train.mean.*
+    if (!o.count.empty() && !values.count(o.count))
+      throw std::runtime_error(fmt::format("{}:{}: no metric \"{}\" (--count) in this line", o.file, l.number, o.count));
     for (const auto& [name, v] : values) {
       all_metrics.insert(name);
       Cell& cell = cells[{r, c}][name];
       cell.values.push_back(v);
+      if (!o.count.empty()) cell.trials.push_back(values.at(o.count));
       cell.seeds.insert(text_of(l.j.value("seed", json())));
     }
   }
@@ -277,6 +298,13 @@ std::string render_table(const TableOptions& o, std::string* warnings_out) {
                         : o.interval == "sem"        ? sd / std::sqrt(n)
                         : o.interval == "std"        ? sd
                                                      : 0;
+          if (o.interval == "wilson") {  // the pooled rate; the interval's half-width (it is not symmetric: md shows both ends)
+            double k = 0, trials = 0;
+            for (size_t i = 0; i < cell.values.size(); ++i) k += cell.values[i] * cell.trials[i], trials += cell.trials[i];
+            const auto [lo, hi] = wilson95(k, trials);
+            mean = trials > 0 ? k / trials : 0;
+            half = (hi - lo) / 2;
+          }
           std::string keys;
           for (const auto& part : split_values(r, o.rows.size())) keys += csv(part) + ",";
           for (const auto& part : split_values(c, o.cols.size())) keys += csv(part) + ",";
@@ -350,6 +378,7 @@ TableOptions parse_table_args(const std::string& doc, int line, const std::strin
     else if (w == "--where") o.where.push_back(value());
     else if (w == "--format") o.format = value();
     else if (w == "--interval") o.interval = value();
+    else if (w == "--count") o.count = value();
     else if (w.rfind("--", 0) == 0) throw std::runtime_error(fmt::format("{}:{}: unknown option {}", doc, line, w));
     else if (o.file.empty()) o.file = w;
     else throw std::runtime_error(fmt::format("{}:{}: a second results file \"{}\"", doc, line, w));

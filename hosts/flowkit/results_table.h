@@ -14,7 +14,8 @@ struct TableOptions {
   std::vector<std::string> metrics;  // metric names (nested ones with dots); empty: all numeric ones
   std::vector<std::string> where;    // key=value filters
   std::string format = "md";         // md | csv
-  std::string interval = "ci95";     // ci95 (Student t) | sem | std | none
+  std::string interval = "ci95";     // ci95 (Student t) | sem | std | none | wilson
+  std::string count;                 // wilson: the metric holding each line's number of trials
 };
 
 // The table text; notes about the data (a cell pooling unlike points) go to *warnings.

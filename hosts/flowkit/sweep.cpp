@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -41,6 +42,9 @@ struct SweepSpec {
   std::string file, name, pipeline, runs_dir = "runs";
   std::vector<std::string> fixed;              // overrides every point gets
   std::vector<Settings> trained;               // grid x points (seeds not yet applied)
+  std::vector<std::optional<std::vector<Settings>>> trained_evals;  // a point's own eval_points, if it has them
+  std::vector<std::string> trained_names;                           // a point's own "name", if it has one
+  size_t grid_keys = 0;                                             // each trained setting list starts with these
   std::vector<int64_t> seeds{0};
   std::vector<std::string> seed_keys{"train.seed", "sample.seed"};
   std::vector<Settings> evals;                 // eval-only settings
@@ -72,13 +76,30 @@ std::vector<Settings> expand_grid(const SweepSpec& s, const ordered_json& grid, 
   return out;
 }
 
-std::vector<Settings> read_points(const SweepSpec& s, const ordered_json& points, const std::string& at) {
+std::vector<Settings> read_points(const SweepSpec& s, const ordered_json& points, const std::string& at,
+                                  std::vector<std::optional<std::vector<Settings>>>* own_evals = nullptr,
+                                  std::vector<std::string>* names = nullptr) {
   if (!points.is_array()) bad(s, at, "expected an array of objects {\"section.key\": value, ...}");
   std::vector<Settings> out;
   for (size_t i = 0; i < points.size(); ++i) {
-    if (!points[i].is_object()) bad(s, at + "/" + std::to_string(i), "expected an object {\"section.key\": value, ...}");
+    const std::string here = at + "/" + std::to_string(i);
+    if (!points[i].is_object()) bad(s, here, "expected an object {\"section.key\": value, ...}");
     Settings row;
-    for (const auto& [key, v] : points[i].items()) row.emplace_back(key, v);
+    std::optional<std::vector<Settings>> evals;
+    std::string name;
+    for (const auto& [key, v] : points[i].items()) {
+      if (key == "eval_points" && own_evals) {
+        evals = read_points(s, v, here + "/eval_points");  // this point's own
+      } else if (key == "name" && names) {  // a readable name where the values are whole sections
+        if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>().find_first_of("/\\") != std::string::npos)
+          bad(s, here + "/name", "expected a folder name (a non-empty string without '/')");
+        name = v.get<std::string>();
+      } else {
+        row.emplace_back(key, v);
+      }
+    }
+    if (own_evals) own_evals->push_back(std::move(evals));
+    if (names) names->push_back(name);
     out.push_back(std::move(row));
   }
   return out;
@@ -130,9 +151,17 @@ SweepSpec read_sweep(const std::string& file) {
     for (const auto& [key, v] : o.items()) s.fixed.push_back(key + "=" + v.dump());
   }
   std::vector<Settings> grid{{}}, points;
+  std::vector<std::optional<std::vector<Settings>>> own_evals;
+  std::vector<std::string> own_names;
   if (j.contains("grid")) grid = expand_grid(s, j["grid"], "/grid");
-  if (j.contains("points")) points = read_points(s, j["points"], "/points");
+  s.grid_keys = grid.front().size();
+  if (j.contains("points")) points = read_points(s, j["points"], "/points", &own_evals, &own_names);
   s.trained = combine(grid, points);
+  for (size_t g = 0; g < grid.size(); ++g)  // combine() lists each point under every grid combination
+    for (size_t p = 0; p < std::max<size_t>(1, points.size()); ++p) {
+      s.trained_evals.push_back(points.empty() ? std::nullopt : own_evals[p]);
+      s.trained_names.push_back(points.empty() ? "" : own_names[p]);
+    }
   if (j.contains("seeds")) {
     const auto& seeds = j["seeds"];
     if (!seeds.is_array() || seeds.empty()) bad(s, "/seeds", "expected a non-empty array of integers");
@@ -156,14 +185,19 @@ SweepSpec read_sweep(const std::string& file) {
   if (j.contains("eval_points")) eval_points = read_points(s, j["eval_points"], "/eval_points");
   s.evals = j.contains("eval_grid") ? combine(eval_grid, eval_points) : eval_points;
   // An eval-only point reuses the trained weights: it may change only how samples are drawn and scored.
-  for (size_t i = 0; i < s.evals.size(); ++i)
-    for (const auto& [key, v] : s.evals[i]) {
-      const std::string section = key.substr(0, key.find('.'));
-      if (section != "solver" && section != "sample" && section != "eval")
-        bad(s, j.contains("eval_grid") ? "/eval_grid/" + key : "/eval_points/" + std::to_string(i) + "/" + key,
-            "an eval-only point may change solver.*, sample.* and eval.* only; \"" + key +
-                "\" changes what is trained, so it belongs in \"grid\" or \"points\"");
-    }
+  auto check_evals = [&](const std::vector<Settings>& evals, const std::string& at, bool grid_form) {
+    for (size_t i = 0; i < evals.size(); ++i)
+      for (const auto& [key, v] : evals[i]) {
+        const std::string section = key.substr(0, key.find('.'));
+        if (section != "solver" && section != "sample" && section != "eval")
+          bad(s, grid_form ? at + "/" + key : at + "/" + std::to_string(i) + "/" + key,
+              "an eval-only point may change solver.*, sample.* and eval.* only; \"" + key +
+                  "\" changes what is trained, so it belongs in \"grid\" or \"points\"");
+      }
+  };
+  check_evals(s.evals, j.contains("eval_grid") ? "/eval_grid" : "/eval_points", j.contains("eval_grid"));
+  for (size_t p = 0; p < own_evals.size(); ++p)
+    if (own_evals[p]) check_evals(*own_evals[p], "/points/" + std::to_string(p) + "/eval_points", false);
   if (j.contains("jobs")) {
     if (!j["jobs"].is_number_integer() || j["jobs"].get<int>() < 1) bad(s, "/jobs", "expected an integer >= 1");
     s.jobs = j["jobs"].get<int>();
@@ -298,6 +332,10 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
   std::set<std::string> eval_keys = keys;  // names shorten keys only where no other swept key ends the same
   for (const auto& e : spec.evals)
     for (const auto& [k, v] : e) eval_keys.insert(k);
+  for (const auto& own : spec.trained_evals)
+    if (own)
+      for (const auto& e : *own)
+        for (const auto& [k, v] : e) eval_keys.insert(k);
   keys.insert(eval_keys.begin(), eval_keys.end());
   std::vector<Chain> chains;
   std::vector<std::string> problems;
@@ -305,12 +343,16 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
   const std::string exe = fs::canonical("/proc/self/exe").string();
   std::vector<std::string> common{exe};
   for (const auto& p : options.plugin_paths) common.insert(common.end(), {"--plugin-path", p});
-  for (const auto& trained : spec.trained)
+  for (size_t ti = 0; ti < spec.trained.size(); ++ti)
     for (int64_t seed : spec.seeds) {
+      const Settings& trained = spec.trained[ti];
+      const std::vector<Settings>& evals = spec.trained_evals[ti] ? *spec.trained_evals[ti] : spec.evals;
       Chain c;
       c.point.settings = trained;
       c.point.seed = seed;
-      c.point.name = settings_name(trained, keys);
+      c.point.name = spec.trained_names[ti].empty() ? settings_name(trained, keys) : spec.trained_names[ti];
+      if (!spec.trained_names[ti].empty() && spec.grid_keys > 0)  // a named point under a grid: the grid's values too
+        c.point.name += "_" + settings_name(Settings(trained.begin(), trained.begin() + static_cast<long>(spec.grid_keys)), keys);
       c.point.name += fmt::format("_seed-{}", seed);
       if (!names.insert(c.point.name).second) {
         problems.push_back(fmt::format("two points are both named '{}': give their values distinct names", c.point.name));
@@ -322,7 +364,7 @@ int run_sweep(const SweepOptions& options, const core::PluginCatalog& catalog) {
       auto v = core::validate_pipeline_file(spec.pipeline, catalog, c.point.overrides);
       const bool point_ok = v.ok();
       if (!point_ok) problems.push_back(fmt::format("point '{}':\n{}", c.point.name, v.report()));
-      for (const auto& e : spec.evals) {
+      for (const auto& e : evals) {
         SweepEval ev;
         ev.settings = e;
         ev.label = settings_name(e, eval_keys);

@@ -5,6 +5,8 @@
 // actually rendered, so a headless browser can check the page.
 #include "report.h"
 
+#include "sweep_results.h"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -503,21 +505,10 @@ std::string comparison_body(const std::vector<Run>& runs) {
   return h;
 }
 
-// A sweep's results.jsonl: every line a JSON object with "metrics"; otherwise an error naming
-// the line, as `flowkit table` does.
-std::vector<json> read_results(const fs::path& file) {
-  std::ifstream in(file);
-  if (!in) throw std::runtime_error(fmt::format("cannot open '{}'", file.string()));
+// A sweep's results.jsonl, read as `flowkit table` reads it (bad lines are errors naming them).
+std::vector<json> read_results_lines(const fs::path& file) {
   std::vector<json> lines;
-  int number = 0;
-  for (std::string line; std::getline(in, line);) {
-    ++number;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    json j = json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("metrics"))
-      throw std::runtime_error(fmt::format("{}:{}: not a results line (a JSON object with \"metrics\")", file.string(), number));
-    lines.push_back(std::move(j));
-  }
+  for (auto& l : read_results(file)) lines.push_back(std::move(l.j));
   return lines;
 }
 
@@ -636,7 +627,7 @@ std::string write_report(const std::vector<std::string>& paths, const std::strin
   if (first.filename() == "results.jsonl") first = first.parent_path();  // the sweep's file named
   if (paths.size() == 1 && is_sweep_folder(first)) {
     const fs::path folder = first;
-    const std::vector<json> lines = read_results(folder / "results.jsonl");
+    const std::vector<json> lines = read_results_lines(folder / "results.jsonl");
     std::vector<std::string> notes;
     const std::vector<Run> runs = sweep_runs(folder, lines, &notes);
     for (const Run& r : runs) notes.insert(notes.end(), r.notes.begin(), r.notes.end());

@@ -1,5 +1,7 @@
 #include "results_table.h"
 
+#include "sweep_results.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -28,10 +30,7 @@ double student_t95(int df) {
 
 namespace {
 
-struct Line {
-  json j;
-  int number = 0;
-};
+using Line = ResultLine;
 
 void flatten(const json& j, const std::string& prefix, std::map<std::string, double>* out) {
   for (const auto& [k, v] : j.items()) {
@@ -63,14 +62,7 @@ class KeyLookup {
     if (l.j.contains("eval_settings") && l.j["eval_settings"].contains(key)) return text_of(l.j["eval_settings"][key]);
     if (l.j.contains("settings") && l.j["settings"].contains(key)) return text_of(l.j["settings"][key]);
     if (l.j.contains("config") && l.j["config"].contains(key)) return text_of(l.j["config"][key]);
-    const json& resolved = pipeline(l.j.value("run", std::string()));
-    std::string pointer;
-    for (size_t start = 0, dot; start != std::string::npos; start = dot == std::string::npos ? dot : dot + 1) {
-      dot = key.find('.', start);
-      pointer += "/" + key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    }
-    const json::json_pointer p(pointer);
-    return resolved.contains(p) ? text_of(resolved[p]) : "-";
+    return text_of(resolved_value(pipeline(l.j.value("run", std::string())), key));  // "-" when absent
   }
 
  private:
@@ -178,18 +170,7 @@ std::string render_table(const TableOptions& o, std::string* warnings_out) {
   if ((o.interval == "wilson") != !o.count.empty())
     throw std::invalid_argument("--interval wilson and --count METRIC (each line's number of trials) go together");
   if (o.rows.empty()) throw std::invalid_argument("give at least one --rows key");
-  std::ifstream in(o.file);
-  if (!in) throw std::runtime_error("cannot open '" + o.file + "'");
-  std::vector<Line> lines;
-  int number = 0;
-  for (std::string text; std::getline(in, text);) {
-    ++number;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    json j = json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("metrics"))
-      throw std::runtime_error(fmt::format("{}:{}: not a results line (a JSON object with \"metrics\")", o.file, number));
-    lines.push_back({std::move(j), number});
-  }
+  const std::vector<Line> lines = read_results(o.file);
   KeyLookup lookup(fs::path(o.file).parent_path());
 
   // Eval-only lines count when the table is about evaluation settings; otherwise the trained points only.

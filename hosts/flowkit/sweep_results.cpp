@@ -25,19 +25,6 @@ nlohmann::ordered_json settings_object(const std::vector<std::pair<std::string, 
   return o;
 }
 
-// The value of "section.key" in a resolved pipeline (null when absent).
-nlohmann::ordered_json resolved_value(const nlohmann::json& pipeline, const std::string& key) {
-  std::string pointer;
-  for (size_t start = 0;;) {
-    const size_t dot = key.find('.', start);
-    pointer += "/" + key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    if (dot == std::string::npos) break;
-    start = dot + 1;
-  }
-  const nlohmann::json::json_pointer p(pointer);
-  return pipeline.contains(p) ? nlohmann::ordered_json(pipeline[p]) : nlohmann::ordered_json();
-}
-
 nlohmann::ordered_json config_of(const nlohmann::json& pipeline, const std::vector<std::string>& keys,
                                  const std::vector<std::pair<std::string, nlohmann::ordered_json>>& eval_settings) {
   nlohmann::ordered_json c = nlohmann::ordered_json::object();
@@ -66,6 +53,34 @@ nlohmann::ordered_json training_summary(const fs::path& run_dir) {
   for (const auto& [k, v] : last) final_values[k] = v;
   for (const auto& [k, v] : sum) means[k] = v / count[k];
   return {{"final", final_values}, {"mean", means}};
+}
+
+nlohmann::json resolved_value(const nlohmann::json& pipeline, const std::string& key) {
+  std::string pointer;
+  for (size_t start = 0;;) {
+    const size_t dot = key.find('.', start);
+    pointer += "/" + key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  const nlohmann::json::json_pointer p(pointer);
+  return pipeline.contains(p) ? pipeline[p] : nlohmann::json();
+}
+
+std::vector<ResultLine> read_results(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) throw std::runtime_error("cannot open '" + file.string() + "'");
+  std::vector<ResultLine> lines;
+  int number = 0;
+  for (std::string text; std::getline(in, text);) {
+    ++number;
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("metrics"))
+      throw std::runtime_error(file.string() + ":" + std::to_string(number) + ": not a results line (a JSON object with \"metrics\")");
+    lines.push_back({std::move(j), number});
+  }
+  return lines;
 }
 
 double training_seconds(const fs::path& run_dir) {

@@ -40,6 +40,17 @@ size_t write_sweep_results(const std::string& sweep, const std::filesystem::path
 // and its mean over the logged steps (e.g. a loss's clipped fraction).
 nlohmann::ordered_json training_summary(const std::filesystem::path& run_dir);
 
+// The value of a dotted key ("model.net.hidden") in a pipeline document; null when absent.
+nlohmann::json resolved_value(const nlohmann::json& pipeline, const std::string& key);
+
+// The lines of a results.jsonl with their line numbers (blank lines skipped). Throws
+// std::runtime_error naming the file and line of anything that is not a results line.
+struct ResultLine {
+  nlohmann::json j;
+  int number = 0;
+};
+std::vector<ResultLine> read_results(const std::filesystem::path& file);
+
 // Total training wall time of a run: the sum of its metrics.jsonl "train_session" lines.
 double training_seconds(const std::filesystem::path& run_dir);
 

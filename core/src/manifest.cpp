@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 namespace flowkit::core {
 namespace {
@@ -57,12 +58,18 @@ ParamSpec parse_param(const std::string& name, const nlohmann::json& spec, const
 }
 
 Expected<PluginManifest> read_manifest(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return Expected<PluginManifest>::failure(file + ": cannot open plugin manifest");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_manifest(text.str(), file);
+}
+
+Expected<PluginManifest> parse_manifest(const std::string& text, const std::string& file) {
   using R = Expected<PluginManifest>;
-  std::ifstream in(file);
-  if (!in) return R::failure(file + ": cannot open plugin manifest");
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     return R::failure(file + ": malformed JSON: " + e.what());
   }

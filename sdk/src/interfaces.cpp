@@ -18,6 +18,7 @@ InvertibleModel::~InvertibleModel() = default;
 VelocityConversions::~VelocityConversions() = default;
 NoiseKernel::~NoiseKernel() = default;
 Environment::~Environment() = default;
+SkippedData::~SkippedData() = default;
 OdeIntegrator::~OdeIntegrator() = default;
 
 bool implements_interface(Kind kind, const Component& c) {
@@ -42,6 +43,7 @@ std::vector<std::string> capability_names(const Component& c) {
   add(capability<NoiseKernel>(c) != nullptr, "noise_kernel");
   add(capability<OdeIntegrator>(c) != nullptr, "ode_integrator");
   add(capability<RepresentationModel>(c) != nullptr, "representations");
+  add(capability<SkippedData>(c) != nullptr, "skipped_data");
   add(capability<VelocityConversions>(c) != nullptr, "velocity_conversions");
   return out;
 }

@@ -59,13 +59,15 @@ void write_npy(const std::string& path, const float* data, const std::vector<int
 std::vector<float> read_npy(const std::string& path, std::vector<int64_t>* shape) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open '" + path + "'");
-  char magic[8];
-  in.read(magic, 8);
-  if (!in || std::memcmp(magic, "\x93NUMPY", 6) != 0) throw Error("'" + path + "' is not a .npy file");
-  unsigned char l[2];
-  in.read(reinterpret_cast<char*>(l), 2);
-  std::string header(l[0] | (l[1] << 8), '\0');
-  in.read(header.data(), static_cast<std::streamsize>(header.size()));
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  return parse_npy(bytes.str(), path, shape);
+}
+
+std::vector<float> parse_npy(const std::string& bytes, const std::string& path, std::vector<int64_t>* shape) {
+  if (bytes.size() < 10 || std::memcmp(bytes.data(), "\x93NUMPY", 6) != 0) throw Error("'" + path + "' is not a .npy file");
+  const auto* l = reinterpret_cast<const unsigned char*>(bytes.data() + 8);
+  std::string header = bytes.substr(10, l[0] | (l[1] << 8));
   if (header.find("'<f4'") == std::string::npos || header.find("'fortran_order': False") == std::string::npos)
     throw Error("'" + path + "': only little-endian float32 C-order arrays are supported");
   std::smatch m;
@@ -80,8 +82,9 @@ std::vector<float> read_npy(const std::string& path, std::vector<int64_t>* shape
       count *= shape->back();
     }
   std::vector<float> data(static_cast<size_t>(count));
-  in.read(reinterpret_cast<char*>(data.data()), static_cast<std::streamsize>(count * sizeof(float)));
-  if (!in) throw Error("'" + path + "': truncated data");
+  const size_t offset = 10 + header.size();
+  if (bytes.size() < offset + count * sizeof(float)) throw Error("'" + path + "': truncated data");
+  std::memcpy(data.data(), bytes.data() + offset, count * sizeof(float));
   return data;
 }
 

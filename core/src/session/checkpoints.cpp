@@ -3,6 +3,7 @@
 #include "session/state.h"
 
 #include "flowkit/io.h"
+#include "flowkit/tensor_file.h"
 
 namespace fs = std::filesystem;
 
@@ -92,11 +93,10 @@ void load_latest_checkpoint(SessionState& s) {
 void export_weights(SessionState& s) {
   Model& model = *s.parts.model;
   auto swap = s.ema->swap_in(true);
-  c10::Dict<std::string, at::Tensor> dict;
-  for (const auto& p : model.module().named_parameters()) dict.insert(p.key(), p.value().detach().cpu().clone());
-  for (const auto& b : model.module().named_buffers()) dict.insert(b.key(), b.value().detach().cpu().clone());
-  std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
-  io::write_file_atomic(s.dir.weights().string(), std::string(bytes.begin(), bytes.end()));
+  io::TensorDict dict;
+  for (const auto& p : model.module().named_parameters()) dict.emplace_back(p.key(), p.value());
+  for (const auto& b : model.module().named_buffers()) dict.emplace_back(b.key(), b.value());
+  io::write_tensor_dict(s.dir.weights().string(), dict);
 }
 
 void load_checkpoint(SessionState& s, const fs::path& file) {

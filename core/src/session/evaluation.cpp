@@ -91,6 +91,10 @@ nlohmann::json evaluate_run(SessionState& s) {
   if (flow) result["nll_bits_per_dim"] = reference_bits_per_dim(s, *flow, eval_gen);
   const std::string label = s.eval_cfg.get<std::string>("probe_label");
   if (!label.empty()) result["representations"] = probe_representations(s, label, eval_gen);
+  if (const auto* data = capability<SkippedData>(*s.parts.domain)) {
+    const SkippedRows skipped = data->skipped_rows();  // what the numbers above leave out
+    result["data"] = {{"rows", skipped.rows}, {"skipped_rows", skipped.skipped}, {"skipped_reasons", skipped.reasons}};
+  }
   result["step"] = s.step;
   result["nfe"] = nfe;
   const std::string& eval_label = s.options.eval_label;

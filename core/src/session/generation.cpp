@@ -1,6 +1,7 @@
 // Generation: samples in chunks through the pipeline's solver (EMA weights), a trained run as
 // a policy, and opening a finished run for inference (flowkit/core/embed.h).
 #include "flowkit/core/embed.h"
+#include "flowkit/core/memory_budget.h"
 #include "session/state.h"
 
 namespace fs = std::filesystem;
@@ -14,6 +15,15 @@ Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torc
   Model& model = *s.parts.model;
   model.module().eval();
   const int64_t chunk = s.sample_cfg.get<int64_t>("batch_size");
+  // The samples are held twice (the chunks, then their concatenation): refuse at once what
+  // cannot fit rather than after hours of sampling.
+  uint64_t item_bytes = sizeof(float);
+  for (int64_t d : s.parts.domain->item_shape()) item_bytes *= static_cast<uint64_t>(std::max<int64_t>(d, 1));
+  const long double needed = 2.0L * static_cast<long double>(count) * static_cast<long double>(item_bytes);
+  if (memory_budget() > 0 && needed > static_cast<long double>(memory_budget()))
+    throw Error(fmt::format("{} samples (sample.count) need {} of memory, over the budget of {} (FLOWKIT_MEMORY_LIMIT; "
+                            "default 90 % of the memory available at start); lower sample.count",
+                            count, format_bytes(static_cast<uint64_t>(std::min(needed, 1.8e19L))), format_bytes(memory_budget())));
   std::vector<Batch> chunks;
   *nfe = 0;
   Progress progress("sampling", count);

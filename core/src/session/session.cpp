@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 #include <malloc.h>
 
+#include "flowkit/core/memory_budget.h"
 #include "session/state.h"
 
 namespace fs = std::filesystem;
@@ -87,6 +88,7 @@ SessionState::SessionState(const Pipeline& p, PluginHost& h, RunOptions o) : pip
   log_file = open_run_log(dir);
   device = parse_device(pipeline, train_cfg.get<std::string>("device"));
   keep_freed_memory();
+  if (device.is_cpu()) install_memory_budget(memory_budget_from_environment());
   // Two separate pools: LibTorch's intra-op threads and OpenBLAS's. Setting both to the core
   // count oversubscribes the cores (docs/performance.md has the measured combinations).
   torch::set_num_threads(static_cast<int>(train_cfg.get<int64_t>("threads")));
@@ -99,6 +101,13 @@ SessionState::SessionState(const Pipeline& p, PluginHost& h, RunOptions o) : pip
   const auto seed = static_cast<uint64_t>(train_cfg.get<int64_t>("seed"));
   torch::manual_seed(seed);
   parts = build_components(pipeline, host, device);
+  if (const auto* data = parts.domain ? capability<SkippedData>(*parts.domain) : nullptr) {
+    const SkippedRows skipped = data->skipped_rows();
+    if (skipped.skipped > 0) {
+      spdlog::warn("the domain left out {} of {} data rows (domain.skip_bad_rows); first:", skipped.skipped, skipped.rows);
+      for (const auto& reason : skipped.reasons) spdlog::warn("  {}", reason);
+    }
+  }
   gen = make_generator(device, seed);
   if (!parts.model) throw Error("the pipeline has no model");
   AdamWSettings adam;
@@ -116,7 +125,24 @@ Session::~Session() = default;
 
 const std::string& Session::run_dir() const { return impl_->dir_string; }
 
-TrainSummary Session::train() { return train_loop(*impl_); }
+namespace {
+// A refused allocation says which setting asked for it.
+template <class F>
+auto naming_the_setting(const std::string& setting, F&& job) {
+  try {
+    return job();
+  } catch (const MemoryBudgetExceeded& e) {
+    throw MemoryBudgetExceeded(e.requested, e.live, e.budget, setting + "; lower it");
+  }
+}
+std::string setting(const Config& section, const std::string& key) {
+  return section.pointer().substr(1) + "." + key + " = " + std::to_string(section.get<int64_t>(key));
+}
+}  // namespace
+
+TrainSummary Session::train() {
+  return naming_the_setting(setting(impl_->train_cfg, "batch_size"), [&] { return train_loop(*impl_); });
+}
 
 void Session::load_checkpoint(const std::string& path) {
   core::load_checkpoint(*impl_, path.empty() ? impl_->dir.last_checkpoint() : fs::path(path));
@@ -127,8 +153,10 @@ std::vector<std::string> Session::sample() {
   if (!s.parts.domain) throw Error("sampling needs a domain in the pipeline");
   auto g = make_generator(s.device, static_cast<uint64_t>(s.sample_cfg.get<int64_t>("seed")));
   int64_t nfe = 0;
-  Batch samples = generate(s, s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("steps"),
-                           s.sample_cfg.get<bool>("use_ema"), g, &nfe);
+  Batch samples = naming_the_setting(setting(s.sample_cfg, "batch_size") + " (or sample.count)", [&] {
+    return generate(s, s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("steps"),
+                    s.sample_cfg.get<bool>("use_ema"), g, &nfe);
+  });
   fs::path out = s.dir.samples(s.sample_cfg.get<std::string>("output"));
   fs::create_directories(out);
   auto files = s.parts.domain->write(samples, out.string(), "samples");
@@ -136,7 +164,10 @@ std::vector<std::string> Session::sample() {
   return files;
 }
 
-nlohmann::json Session::evaluate() { return evaluate_run(*impl_); }
+nlohmann::json Session::evaluate() {
+  return naming_the_setting(setting(impl_->sample_cfg, "batch_size") + " (or sample.count, eval.reference_count)",
+                            [&] { return evaluate_run(*impl_); });
+}
 
 double Session::sampling_rate(int64_t count) {
   auto& s = *impl_;

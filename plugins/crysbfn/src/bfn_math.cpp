@@ -198,8 +198,15 @@ AccuracySchedule linear_entropy_schedule(int64_t steps, double beta1) {
 }
 
 AccuracySchedule load_schedule_csv(const std::string& file) {
-  std::ifstream in(file);
+  std::ifstream in(file, std::ios::binary);
   if (!in) throw flowkit::Error("cannot open schedule table '" + file + "'");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_schedule_csv(text.str(), file);
+}
+
+AccuracySchedule parse_schedule_csv(const std::string& text, const std::string& file) {
+  std::stringstream in(text);
   AccuracySchedule s;
   std::string line;
   int64_t lineno = 0;

@@ -578,9 +578,13 @@ std::vector<CsvRecord> parse_csv(const std::string& text) {
 }  // namespace
 
 CsvLoadResult load_cdvae_csv(const std::string& file, bool skip_bad_rows) {
+  return parse_cdvae_csv(read_maybe_gzip(file), file, skip_bad_rows);
+}
+
+CsvLoadResult parse_cdvae_csv(const std::string& text, const std::string& file, bool skip_bad_rows) {
   std::vector<CsvRecord> records;
   try {
-    records = parse_csv(read_maybe_gzip(file));
+    records = parse_csv(text);
   } catch (const flowkit::Error& e) {
     throw flowkit::Error("'" + file + "': " + e.what());
   }

@@ -19,9 +19,12 @@ using flowkit::Batch;
 
 static constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-static std::vector<Crystal> load(const std::string& file, bool skip, int64_t* skipped) {
+static std::vector<Crystal> load(const std::string& file, bool skip, flowkit::SkippedRows* skipped) {
   CsvLoadResult r = load_cdvae_csv(file, skip);
-  *skipped += r.skipped;
+  skipped->rows += r.rows;
+  skipped->skipped += r.skipped;
+  for (const auto& reason : r.errors)
+    if (skipped->reasons.size() < 5) skipped->reasons.push_back(reason);
   if (r.crystals.empty()) throw flowkit::Error("'" + file + "' holds no usable crystal");
   return std::move(r.crystals);
 }

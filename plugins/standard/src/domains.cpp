@@ -13,6 +13,7 @@
 #include "flowkit/io.h"
 #include "flowkit/random.h"
 #include "flowkit/sample_metrics.h"
+#include "flowkit/tensor_file.h"
 #include "standard/domains.h"
 #include "standard/metrics.h"
 #include "standard/util.h"
@@ -297,31 +298,23 @@ torch::Tensor DigitsClassifier::features(const torch::Tensor& x) const {
 torch::Tensor DigitsClassifier::logits(const torch::Tensor& x) const { return torch::addmm(b3, features(x), w3.t()); }
 
 DigitsClassifier load_digits_classifier(const std::string& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw flowkit::Error("digits: cannot open the classifier file '" + file + "'");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  DigitsClassifier c;
-  try {
-    auto dict = torch::pickle_load(bytes).toGenericDict();
-    auto get = [&](const char* k) { return dict.at(k).toTensor().to(torch::kDouble).contiguous(); };
-    c = {get("w1"), get("b1"), get("w2"), get("b2"), get("w3"), get("b3")};
-  } catch (const c10::Error& e) {
-    throw flowkit::Error("digits: '" + file + "' is not a digits classifier: " + e.what_without_backtrace());
-  }
-  if (c.w1.dim() != 2 || c.w1.size(1) != 64 || c.w3.size(0) != 10)
-    throw flowkit::Error("digits: '" + file + "' holds weights of unexpected shapes");
+  flowkit::io::TensorDict dict = flowkit::io::read_tensor_dict(file);
+  auto get = [&](const char* k) {
+    const torch::Tensor* t = flowkit::io::find_tensor(dict, k);
+    if (!t) throw flowkit::Error("digits: '" + file + "' is not a digits classifier: it has no '" + k + "'");
+    return t->to(torch::kDouble).contiguous();
+  };
+  DigitsClassifier c{get("w1"), get("b1"), get("w2"), get("b2"), get("w3"), get("b3")};
+  const bool fits = c.w1.dim() == 2 && c.w1.size(1) == 64 && c.b1.dim() == 1 && c.b1.size(0) == c.w1.size(0) &&
+                    c.w2.dim() == 2 && c.w2.size(1) == c.w1.size(0) && c.b2.dim() == 1 && c.b2.size(0) == c.w2.size(0) &&
+                    c.w3.dim() == 2 && c.w3.size(0) == 10 && c.w3.size(1) == c.w2.size(0) && c.b3.dim() == 1 &&
+                    c.b3.size(0) == 10;
+  if (!fits) throw flowkit::Error("digits: '" + file + "' holds weights of unexpected shapes");
   return c;
 }
 
 void save_digits_classifier(const DigitsClassifier& c, const std::string& file) {
-  c10::Dict<std::string, torch::Tensor> dict;
-  for (auto [k, v] : std::vector<std::pair<std::string, torch::Tensor>>{
-           {"w1", c.w1}, {"b1", c.b1}, {"w2", c.w2}, {"b2", c.b2}, {"w3", c.w3}, {"b3", c.b3}})
-    dict.insert(k, v.detach().to(torch::kDouble).contiguous());
-  std::vector<char> bytes = torch::pickle_save(dict);
-  std::ofstream out(file, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!out) throw flowkit::Error("digits: cannot write '" + file + "'");
+  flowkit::io::write_tensor_dict(file, {{"w1", c.w1}, {"b1", c.b1}, {"w2", c.w2}, {"b2", c.b2}, {"w3", c.w3}, {"b3", c.b3}});
 }
 
 // The 9 one-pixel shifts (background -1 shifted in) of images [n, 64]: [9, n, 64].

@@ -6,6 +6,7 @@
 #include "flowkit/capabilities/noise_kernel.h"
 #include "flowkit/capabilities/ode_integrator.h"
 #include "flowkit/capabilities/representations.h"
+#include "flowkit/capabilities/skipped_data.h"
 #include "flowkit/capabilities/velocity_conversions.h"
 #include "flowkit/capability.h"
 #include "flowkit/config.h"

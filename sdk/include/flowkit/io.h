@@ -10,6 +10,8 @@ namespace flowkit::io {
 void write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape);
 // Reads back a float32 .npy written by write_npy (used by tests and tools).
 std::vector<float> read_npy(const std::string& path, std::vector<int64_t>* shape);
+// The same from the file's bytes; `path` names it in errors.
+std::vector<float> parse_npy(const std::string& bytes, const std::string& path, std::vector<int64_t>* shape);
 
 // Writes an 8-bit RGB image (row-major, 3 bytes per pixel) as PNG (libpng).
 void write_png_rgb(const std::string& path, int width, int height, const std::vector<uint8_t>& rgb);

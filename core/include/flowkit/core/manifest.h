@@ -50,6 +50,8 @@ struct PluginManifest {
 
 // Reads and checks plugin.json; the error names the file and the JSON pointer.
 Expected<PluginManifest> read_manifest(const std::string& file);
+// The same from the manifest's text; `file` names it in errors (the fuzz target's entry).
+Expected<PluginManifest> parse_manifest(const std::string& text, const std::string& file);
 // Parses one parameter schema (also used for the host's own sections).
 ParamSpec parse_param(const std::string& name, const nlohmann::json& spec, const std::string& file,
                       const std::string& pointer);

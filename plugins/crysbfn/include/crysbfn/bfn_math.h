@@ -55,5 +55,7 @@ double expected_concentration(double beta_prev, double alpha);
 AccuracySchedule linear_entropy_schedule(int64_t steps, double beta1);
 // Reads a reference table (columns i, alpha_i, beta_i with a header line).
 AccuracySchedule load_schedule_csv(const std::string& file);
+// The same from the table's text; `file` names it in errors.
+AccuracySchedule parse_schedule_csv(const std::string& text, const std::string& file);
 
 }  // namespace crysbfn

@@ -102,6 +102,8 @@ struct CsvLoadResult {
 // the file, the row (1-based data row and its first line) and the CIF field; with
 // skip_bad_rows it is skipped and counted instead.
 CsvLoadResult load_cdvae_csv(const std::string& file, bool skip_bad_rows);
+// The same from the (decompressed) text; `file` names it in errors.
+CsvLoadResult parse_cdvae_csv(const std::string& text, const std::string& file, bool skip_bad_rows);
 
 // ---- batches ----------------------------------------------------------------------------
 // Batch layout of B crystals with A atoms in all:

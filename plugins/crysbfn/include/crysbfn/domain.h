@@ -8,6 +8,7 @@
 
 #include "crysbfn/crystal.h"
 #include "crysbfn/metrics.h"
+#include "flowkit/capabilities/skipped_data.h"
 #include "flowkit/config.h"
 #include "flowkit/domain.h"
 #include "flowkit/registry.h"
@@ -39,7 +40,7 @@ class CrystalVocabulary {
 
 // Batches follow crysbfn/crystal.h (to_batch). The primary field "x" is [B, 6] lattice
 // parameters; item_shape() is {6}.
-class CrystalDomain : public flowkit::Domain, public CrystalVocabulary {
+class CrystalDomain : public flowkit::Domain, public CrystalVocabulary, public flowkit::SkippedData {
  public:
   CrystalDomain(CrystalDomainOptions options, std::string device);
   // Built from crystals directly (tests).
@@ -78,14 +79,15 @@ class CrystalDomain : public flowkit::Domain, public CrystalVocabulary {
 
   const std::vector<Crystal>& train_crystals() const { return train_; }
   const std::vector<Crystal>& reference_crystals() const { return reference_; }
-  int64_t skipped_rows() const { return skipped_; }
+  // The malformed rows left out of both files (skip_bad_rows), with the first reasons.
+  flowkit::SkippedRows skipped_rows() const override { return skipped_; }
 
  private:
   void index_train_compositions();
   CrystalDomainOptions options_;
   std::vector<Crystal> train_, reference_;
   std::set<std::vector<int>> train_compositions_;  // sorted atomic numbers of each training crystal
-  int64_t skipped_ = 0;
+  flowkit::SkippedRows skipped_;
   torch::Device device_;
 };
 

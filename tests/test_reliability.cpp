@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "flowkit/core/memory_budget.h"
+#include "flowkit/tensor_file.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -17,6 +18,63 @@ namespace {
 const std::string kFlowkitTest = "env -u FLOWKIT_PLUGIN_PATH " FLOWKIT_BINARY_DIR "/bin/flowkit --plugin-path " FLOWKIT_BINARY_DIR
                                  "/test_plugins/flows";
 }  // namespace
+
+// flowkit's own reader of torch.save files against LibTorch's unpickler (and Python's torch.save).
+TEST(TensorFile, OwnReaderAgreesWithLibTorchsOnRealFiles) {
+  for (const std::string file : {FLOWKIT_SOURCE_DIR "/plugins/standard/data/digits_classifier.pt",
+                                 FLOWKIT_SOURCE_DIR "/tests/fuzz/corpus/fuzz_tensor_file/dict.pt"}) {
+    std::ifstream in(file, std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto theirs = torch::pickle_load(bytes).toGenericDict();
+    flowkit::io::TensorDict ours = flowkit::io::read_tensor_dict(file);
+    ASSERT_EQ(ours.size(), theirs.size()) << file;
+    size_t i = 0;
+    for (const auto& entry : theirs) {
+      EXPECT_EQ(ours[i].first, entry.key().toStringRef());
+      EXPECT_EQ(ours[i].second.scalar_type(), entry.value().toTensor().scalar_type());
+      EXPECT_TRUE(torch::equal(ours[i].second, entry.value().toTensor())) << ours[i].first;
+      ++i;
+    }
+  }
+  // Written here, read back: names in order, values and dtypes exact.
+  TempDir tmp;
+  const std::string file = (tmp.path() / "w.pt").string();
+  flowkit::io::write_tensor_dict(file, {{"b", torch::arange(6, torch::kLong).reshape({2, 3}).t()}, {"a", torch::ones({0})}});
+  auto back = flowkit::io::read_tensor_dict(file);
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0].first, "b");
+  EXPECT_TRUE(torch::equal(back[0].second, torch::arange(6, torch::kLong).reshape({2, 3}).t()));
+  EXPECT_EQ(back[1].second.numel(), 0);
+}
+
+TEST(TensorFile, DamagedFilesAreRefusedNamingTheFile) {
+  TempDir tmp;
+  const std::string file = (tmp.path() / "w.pt").string();
+  flowkit::io::write_tensor_dict(file, {{"w", torch::randn({4, 4})}});
+  std::ifstream in(file, std::ios::binary);
+  std::string good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto refused = [&](const std::string& bytes, const std::string& part) {
+    try {
+      flowkit::io::parse_tensor_dict(bytes, "damaged.pt");
+      ADD_FAILURE() << "expected a refusal mentioning " << part;
+    } catch (const flowkit::Error& e) {
+      EXPECT_THAT_MSG(e.what(), "'damaged.pt'");
+      EXPECT_THAT_MSG(e.what(), part);
+    }
+  };
+  refused(good.substr(0, good.size() / 2), "end-of-central-directory");
+  refused("PK", "too short");
+  std::string calls_os = good;
+  const size_t at = calls_os.find("torch._utils");
+  ASSERT_NE(at, std::string::npos);
+  calls_os.replace(at, 12, "posix.system");  // same length: the archive stays well-formed
+  refused(calls_os, "calls posix.system");
+  // The inputs that made LibTorch's reader free a non-heap pointer or read past the end.
+  for (const char* name : {"unpickler_frees_a_non_heap_pointer.pt", "zip_reader_reads_past_end.pt"}) {
+    std::ifstream r(FLOWKIT_SOURCE_DIR "/tests/fuzz/corpus/regressions/fuzz_tensor_file/" + std::string(name), std::ios::binary);
+    refused(std::string((std::istreambuf_iterator<char>(r)), std::istreambuf_iterator<char>()), "not a readable tensor");
+  }
+}
 
 TEST(MemoryBudget, CountsTensorBytesAndRefusesWhatGoesOver) {
   install_memory_budget(64 << 20);

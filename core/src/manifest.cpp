@@ -70,7 +70,7 @@ Expected<PluginManifest> parse_manifest(const std::string& text, const std::stri
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     return R::failure(file + ": malformed JSON: " + e.what());
   }
   try {

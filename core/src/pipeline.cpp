@@ -69,7 +69,7 @@ bool is_inf_word(const nlohmann::json& v) {
 bool check_value(const ParamSpec& p, const nlohmann::json& v, std::string* why, nlohmann::json* out) {
   *out = v;
   if (p.type == "integer") {
-    if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>() && std::isfinite(v.get<double>()))
+    if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>() && std::abs(v.get<double>()) < 9.2e18)
       *out = static_cast<int64_t>(v.get<double>());
     else if (!v.is_number_integer()) return *why = "expected integer, found " + type_of(v), false;
   } else if (p.type == "number") {
@@ -219,7 +219,7 @@ std::vector<Override> apply_overrides(nlohmann::json& doc, const std::vector<std
     nlohmann::json value;
     try {
       value = nlohmann::json::parse(raw);  // 500, 0.1, true, "inf", {"type": ...}
-    } catch (const nlohmann::json::parse_error&) {
+    } catch (const nlohmann::json::exception&) {
       value = raw;  // a bare word: a string (standard.heun, cosine)
     }
     nlohmann::json* node = &doc;
@@ -260,7 +260,7 @@ Validation validate_pipeline_file(const std::string& file, const PluginCatalog& 
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     Validation v;
     v.pipeline.file = file;
     v.problems.push_back({file, "", std::string("malformed JSON: ") + e.what()});

@@ -86,8 +86,10 @@ int call_runtime(const RuntimeRequest& request) {
   candidates.push_back(bin / ".." / "lib" / name);
   for (const auto& path : candidates) {
     if (!fs::is_regular_file(path, ec)) continue;
-    // Never unloaded: LibTorch does not survive dlclose (pytorch#46171).
-    auto* lib = new boost::dll::shared_library();
+    // Never unloaded: LibTorch does not survive dlclose (pytorch#46171). Held by a static,
+    // so that leak checkers see it as kept rather than lost.
+    static boost::dll::shared_library* lib = nullptr;
+    lib = new boost::dll::shared_library();
     try {
       lib->load(path.string());
     } catch (const std::exception& e) {

@@ -126,7 +126,7 @@ SweepSpec read_sweep(const std::string& file) {
   ordered_json j;
   try {
     j = ordered_json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     throw ConfigError(file, "", std::string("not valid JSON: ") + e.what());
   }
   if (!j.is_object()) bad(s, "", "a sweep file is a JSON object");

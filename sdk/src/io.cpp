@@ -8,7 +8,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <sstream>
 
 #include "flowkit/error.h"
@@ -65,26 +64,59 @@ std::vector<float> read_npy(const std::string& path, std::vector<int64_t>* shape
 }
 
 std::vector<float> parse_npy(const std::string& bytes, const std::string& path, std::vector<int64_t>* shape) {
-  if (bytes.size() < 10 || std::memcmp(bytes.data(), "\x93NUMPY", 6) != 0) throw Error("'" + path + "' is not a .npy file");
-  const auto* l = reinterpret_cast<const unsigned char*>(bytes.data() + 8);
-  std::string header = bytes.substr(10, l[0] | (l[1] << 8));
-  if (header.find("'<f4'") == std::string::npos || header.find("'fortran_order': False") == std::string::npos)
-    throw Error("'" + path + "': only little-endian float32 C-order arrays are supported");
-  std::smatch m;
-  if (!std::regex_search(header, m, std::regex("'shape': \\(([0-9, ]*)\\)"))) throw Error("'" + path + "': no shape in header");
+  const std::string where = "'" + path + "'";
+  if (bytes.size() < 10 || std::memcmp(bytes.data(), "\x93NUMPY", 6) != 0) throw Error(where + " is not a .npy file");
+  // Version 1.0: a 2-byte header length; 2.0 and 3.0: 4 bytes (little-endian).
+  const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
+  const int major = b[6];
+  if (major < 1 || major > 3) throw Error(where + ": unknown .npy format version " + std::to_string(major));
+  const size_t len_bytes = major == 1 ? 2 : 4;
+  if (bytes.size() < 8 + len_bytes) throw Error(where + ": truncated header");
+  size_t header_len = 0;
+  for (size_t i = 0; i < len_bytes; ++i) header_len |= static_cast<size_t>(b[8 + i]) << (8 * i);
+  const size_t offset = 8 + len_bytes + header_len;
+  if (header_len > bytes.size() || offset > bytes.size()) throw Error(where + ": truncated header");
+  const std::string header = bytes.substr(8 + len_bytes, header_len);
+  // The header is a Python dict literal; its values are read by hand (no std::regex, whose
+  // recursion grows with the input).
+  auto value_of = [&](const std::string& key, char open, char close) -> std::string {
+    const size_t k = header.find("'" + key + "'");
+    if (k == std::string::npos) return "";
+    size_t v = header.find_first_not_of(' ', k + key.size() + 2);
+    if (v == std::string::npos || header[v] != ':') return "";
+    v = header.find_first_not_of(' ', v + 1);
+    if (v == std::string::npos) return "";
+    if (open == 0) return header.substr(v, header.find_first_of(",}", v) - v);  // True / False
+    if (header[v] != open) return "";
+    const size_t e = header.find(close, v + 1);
+    return e == std::string::npos ? "" : header.substr(v + 1, e - v - 1);
+  };
+  const std::string descr = value_of("descr", '\'', '\''), fortran = value_of("fortran_order", 0, 0);
+  if (descr != "<f4")
+    throw Error(where + ": only little-endian float32 ('<f4') arrays are supported, found '" + descr.substr(0, 20) + "'");
+  if (fortran.rfind("False", 0) != 0) throw Error(where + ": only C-order arrays are supported (fortran_order must be False)");
+  const std::string dims = value_of("shape", '(', ')');
+  if (dims.find_first_not_of("0123456789, ") != std::string::npos || header.find("'shape'") == std::string::npos)
+    throw Error(where + ": no shape in header");
   shape->clear();
-  std::stringstream ss(m[1].str());
+  std::stringstream ss(dims);
   std::string item;
-  int64_t count = 1;
+  uint64_t count = 1;
   while (std::getline(ss, item, ','))
     if (item.find_first_not_of(' ') != std::string::npos) {
-      shape->push_back(std::stoll(item));
-      count *= shape->back();
+      const size_t digits = item.find_first_not_of(' ');
+      if (item.size() - digits > 15) throw Error(where + ": dimension '" + item.substr(digits) + "' is too large");
+      const auto d = static_cast<uint64_t>(std::stoll(item));
+      if (__builtin_mul_overflow(count, d, &count) || count > (uint64_t{1} << 40))
+        throw Error(where + ": the shape holds too many values");
+      shape->push_back(static_cast<int64_t>(d));
     }
+  // Checked before allocating: a header may promise more data than the file has.
+  if ((bytes.size() - offset) / sizeof(float) < count)
+    throw Error(where + ": truncated data (the header's shape needs " + std::to_string(count * sizeof(float)) + " bytes, " +
+                std::to_string(bytes.size() - offset) + " follow)");
   std::vector<float> data(static_cast<size_t>(count));
-  const size_t offset = 10 + header.size();
-  if (bytes.size() < offset + count * sizeof(float)) throw Error("'" + path + "': truncated data");
-  std::memcpy(data.data(), bytes.data() + offset, count * sizeof(float));
+  if (count > 0) std::memcpy(data.data(), bytes.data() + offset, count * sizeof(float));
   return data;
 }
 

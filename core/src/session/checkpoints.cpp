@@ -104,24 +104,38 @@ void load_checkpoint(SessionState& s, const fs::path& file) {
   if (!fs::exists(file)) throw Error("checkpoint '" + file.string() + "' does not exist; train first (flowkit train)");
   torch::serialize::InputArchive a;
   try {
+    io::check_torch_archive(file.string());
     a.load_from(file.string(), s.device);
   } catch (const std::exception& e) {
     std::string what = e.what();
     throw UnreadableCheckpoint("checkpoint '" + file.string() + "' cannot be read (corrupt or not a flowkit checkpoint): " +
                                what.substr(0, what.find('\n')));
   }
+  // A tensor whose sizes reach past its data is damage, not a mismatch: the step files may serve.
+  auto intact = [&](const torch::Tensor& t, const std::string& key) {
+    try {
+      io::check_tensor_storage(t, "'" + key + "'");
+    } catch (const Error& e) {
+      throw UnreadableCheckpoint("checkpoint '" + file.string() + "' is damaged: " + e.what());
+    }
+  };
   try {
     torch::Tensor names_t, step_t, rng;
     a.read("parameter_names", names_t);
+    intact(names_t, "parameter_names");
     if (tensor_string(names_t) != parameter_names(model))
       throw Error("it was written for a different model (parameter names differ)");
     a.read("step", step_t);
+    intact(step_t, "step");
+    if (step_t.numel() != 1) throw UnreadableCheckpoint("checkpoint '" + file.string() + "': its step is not one number");
     torch::NoGradGuard no_grad;
     auto params = model.module().parameters();
     for (size_t i = 0; i < params.size(); ++i) {
       torch::Tensor p, e;
       a.read("param_" + std::to_string(i), p);
       a.read("ema_" + std::to_string(i), e);
+      intact(p, "param_" + std::to_string(i));
+      intact(e, "ema_" + std::to_string(i));
       if (!p.sizes().equals(params[i].sizes())) throw Error("parameter shapes differ from the model's");
       params[i].copy_(p);
       if (!e.sizes().equals(params[i].sizes())) throw Error("EMA shapes differ from the model's");
@@ -131,14 +145,18 @@ void load_checkpoint(SessionState& s, const fs::path& file) {
     for (size_t i = 0; i < buffers.size(); ++i) {
       torch::Tensor b;
       a.read("buffer_" + std::to_string(i), b);
+      intact(b, "buffer_" + std::to_string(i));
       buffers[i].copy_(b);
     }
     torch::serialize::InputArchive opt;
     a.read("optimizer", opt);
     s.optimizer->load(opt);
     a.read("rng", rng);
+    intact(rng, "rng");
     s.gen.set_state(rng.cpu());
     s.step = step_t.item<int64_t>();
+  } catch (const UnreadableCheckpoint&) {
+    throw;
   } catch (const Error& e) {
     throw Error("checkpoint '" + file.string() + "' does not fit this pipeline: " + e.what());
   } catch (const std::exception& e) {

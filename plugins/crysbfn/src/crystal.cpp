@@ -315,6 +315,14 @@ struct SymOp {
   double t[3] = {};
 };
 
+double symop_number(const std::string& tag, const std::string& raw, const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size() || !std::isfinite(v) || std::abs(v) > 1e6)
+    throw CifError(tag, "bad number '" + text + "' in symmetry operation '" + raw + "'");
+  return v;
+}
+
 SymOp parse_symop(const std::string& tag, const std::string& raw) {
   SymOp op;
   std::string s;
@@ -340,13 +348,15 @@ SymOp parse_symop(const std::string& tag, const std::string& raw) {
       if (i < e.size() && (std::isdigit(static_cast<unsigned char>(e[i])) || e[i] == '.')) {
         size_t j = i;
         while (j < e.size() && (std::isdigit(static_cast<unsigned char>(e[j])) || e[j] == '.')) ++j;
-        coef = std::stod(e.substr(i, j - i));
+        coef = symop_number(tag, raw, e.substr(i, j - i));
         i = j;
         if (i < e.size() && e[i] == '/') {
           size_t j2 = ++i;
           while (j2 < e.size() && std::isdigit(static_cast<unsigned char>(e[j2]))) ++j2;
           if (j2 == i) throw CifError(tag, "bad fraction in symmetry operation '" + raw + "'");
-          coef /= std::stod(e.substr(i, j2 - i));
+          const double denominator = symop_number(tag, raw, e.substr(i, j2 - i));
+          if (!(denominator > 0)) throw CifError(tag, "zero denominator in symmetry operation '" + raw + "'");
+          coef /= denominator;
           i = j2;
         }
         has_number = true;

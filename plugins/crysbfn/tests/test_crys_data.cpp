@@ -670,3 +670,31 @@ TEST(CrysManifest, ShippedDataIsFoundThroughThePluginFolder) {
     EXPECT_EQ(e.pointer(), "/domain/train_file");
   }
 }
+
+// skip_bad_rows in a real run: the rows left out are warned about in the log and counted in
+// eval.json ("data": rows, skipped_rows, the first reasons naming file and row).
+TEST(CrysDomain, SkippedRowsAreCountedInTheLogAndEvalJson) {
+  TempDir tmp;
+  std::string good = kTiOsNOF, bad = good;
+  bad.replace(bad.find("_cell_length_b   4.05632160"), 27, "_cell_length_b   nan");
+  const std::string csv = ",material_id,cif\n0,11,\"" + good + "\"\n1,22,\"" + bad + "\"\n2,33,\"" + good + "\"\n";
+  std::ofstream(tmp.path() / "bad.csv") << csv;
+  const std::string pipeline = (tmp.path() / "p.json").string();
+  std::ofstream(pipeline) << R"({"name": "skip", "domain": {"type": "crysbfn.crystal", "task": "csp",
+      "train_file": ")" << (tmp.path() / "bad.csv").string() << R"(", "reference_file": ")" << (tmp.path() / "bad.csv").string() << R"(",
+      "skip_bad_rows": true},
+    "path": {"type": "crysbfn.bfn", "steps": 2}, "model": {"type": "crysbfn.cspnet", "hidden": 8, "layers": 1},
+    "loss": {"type": "crysbfn.bfn_loss"}, "solver": {"type": "crysbfn.bfn_sampler"},
+    "train": {"steps": 1, "batch_size": 2, "log_every": 1}, "sample": {"count": 2}, "eval": {"reference_count": 2}})";
+  std::string out;
+  ASSERT_EQ(run_command("cd " + tmp.path().string() + " && env -u FLOWKIT_PLUGIN_PATH " FLOWKIT_BINARY_DIR "/bin/flowkit run " + pipeline, &out), 0) << out;
+  std::ifstream log(tmp.path() / "runs/skip/log.txt");
+  std::string log_text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_THAT_MSG(log_text, "left out 2 of 6 data rows");  // the file is read as training and reference set
+  EXPECT_THAT_MSG(log_text, "row 2 (line 34, material_id 22)");
+  auto eval = nlohmann::json::parse(std::ifstream(tmp.path() / "runs/skip/eval.json"));
+  EXPECT_EQ(eval["data"]["rows"], 6);
+  EXPECT_EQ(eval["data"]["skipped_rows"], 2);
+  ASSERT_EQ(eval["data"]["skipped_reasons"].size(), 2u);
+  EXPECT_THAT_MSG(eval["data"]["skipped_reasons"][0].get<std::string>(), "_cell_length_b");
+}

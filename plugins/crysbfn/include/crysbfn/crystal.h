@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "flowkit/error.h"
 #include "flowkit/tensor_map.h"
 
 namespace crysbfn {
@@ -67,10 +68,9 @@ struct Crystal {
 
 // ---- CIF --------------------------------------------------------------------------------
 // Error of the CIF reader: `field` is the CIF tag (or "cif" for syntax errors).
-class CifError : public std::runtime_error {
+class CifError : public flowkit::Error {
  public:
-  CifError(std::string field, const std::string& message)
-      : std::runtime_error(field + ": " + message), field_(std::move(field)) {}
+  CifError(std::string field, const std::string& message) : flowkit::Error(field + ": " + message), field_(std::move(field)) {}
   const std::string& field() const { return field_; }
 
  private:

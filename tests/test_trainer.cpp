@@ -45,13 +45,11 @@ SearchOptions test_plugins_only() {
 
 
 std::map<std::string, torch::Tensor> read_checkpoint(const fs::path& file) {
-  torch::serialize::InputArchive a;
-  a.load_from(file.string());
+  // Read with LibTorch's own unpickler: an independent check of the format flowkit writes.
+  std::ifstream in(file, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::map<std::string, torch::Tensor> out;
-  for (const auto& key : a.keys()) {
-    torch::Tensor t;
-    if (a.try_read(key, t)) out[key] = t;
-  }
+  for (const auto& entry : torch::pickle_load(bytes).toGenericDict()) out[entry.key().toStringRef()] = entry.value().toTensor();
   return out;
 }
 }  // namespace

@@ -25,23 +25,23 @@ std::string parameter_names(Model& model) {
 
 }  // namespace
 
+// Format 3: one name->tensor archive (flowkit/tensor_file.h), read back by flowkit's own
+// checked reader rather than LibTorch's TorchScript loader, which crashes on damaged files.
 void save_checkpoint(SessionState& s) {
   Model& model = *s.parts.model;
-  torch::serialize::OutputArchive a;
-  a.write("format", torch::tensor(int64_t{2}));  // 2: FlatAdamW optimizer state
-  a.write("step", torch::tensor(s.step));
-  a.write("parameter_names", string_tensor(parameter_names(model)));
+  io::TensorDict a;
+  a.emplace_back("format", torch::tensor(int64_t{3}));
+  a.emplace_back("step", torch::tensor(s.step));
+  a.emplace_back("parameter_names", string_tensor(parameter_names(model)));
   auto params = model.module().parameters();
   for (size_t i = 0; i < params.size(); ++i) {
-    a.write("param_" + std::to_string(i), params[i].detach().cpu());
-    a.write("ema_" + std::to_string(i), s.ema->weights()[i].cpu());
+    a.emplace_back("param_" + std::to_string(i), params[i]);
+    a.emplace_back("ema_" + std::to_string(i), s.ema->weights()[i]);
   }
   auto buffers = model.module().buffers();
-  for (size_t i = 0; i < buffers.size(); ++i) a.write("buffer_" + std::to_string(i), buffers[i].cpu());
-  torch::serialize::OutputArchive opt;
-  s.optimizer->save(opt);
-  a.write("optimizer", opt);
-  a.write("rng", s.gen.get_state());
+  for (size_t i = 0; i < buffers.size(); ++i) a.emplace_back("buffer_" + std::to_string(i), buffers[i]);
+  s.optimizer->save(a, "optimizer/");
+  a.emplace_back("rng", s.gen.get_state());
   // Written beside the target and renamed over it: a failed write (full disk, unwritable
   // folder) leaves the previous checkpoints as they were.
   const fs::path file = s.dir.checkpoint(s.step);
@@ -49,7 +49,7 @@ void save_checkpoint(SessionState& s) {
   tmp += ".tmp";
   last_tmp += ".tmp";
   try {
-    a.save_to(tmp.string());
+    io::write_tensor_dict(tmp.string(), a);
     fs::rename(tmp, file);
     fs::copy_file(file, last_tmp, fs::copy_options::overwrite_existing);
     fs::rename(last_tmp, s.dir.last_checkpoint());
@@ -102,40 +102,32 @@ void export_weights(SessionState& s) {
 void load_checkpoint(SessionState& s, const fs::path& file) {
   Model& model = *s.parts.model;
   if (!fs::exists(file)) throw Error("checkpoint '" + file.string() + "' does not exist; train first (flowkit train)");
-  torch::serialize::InputArchive a;
+  io::TensorDict a;
   try {
-    io::check_torch_archive(file.string());
-    a.load_from(file.string(), s.device);
+    a = io::read_tensor_dict(file.string());
   } catch (const std::exception& e) {
     std::string what = e.what();
     throw UnreadableCheckpoint("checkpoint '" + file.string() + "' cannot be read (corrupt or not a flowkit checkpoint): " +
                                what.substr(0, what.find('\n')));
   }
-  // A tensor whose sizes reach past its data is damage, not a mismatch: the step files may serve.
-  auto intact = [&](const torch::Tensor& t, const std::string& key) {
-    try {
-      io::check_tensor_storage(t, "'" + key + "'");
-    } catch (const Error& e) {
-      throw UnreadableCheckpoint("checkpoint '" + file.string() + "' is damaged: " + e.what());
-    }
+  auto get = [&](const std::string& key) {
+    const torch::Tensor* t = io::find_tensor(a, key);
+    if (!t) throw UnreadableCheckpoint("checkpoint '" + file.string() + "' is incomplete: it has no '" + key + "'");
+    return *t;
   };
   try {
-    torch::Tensor names_t, step_t, rng;
-    a.read("parameter_names", names_t);
-    intact(names_t, "parameter_names");
-    if (tensor_string(names_t) != parameter_names(model))
+    const torch::Tensor format = get("format");
+    if (format.numel() != 1 || format.item<int64_t>() != 3)
+      throw Error("it is in checkpoint format " + (format.numel() == 1 ? std::to_string(format.item<int64_t>()) : "?") +
+                  ", this flowkit reads format 3");
+    torch::Tensor names_t = get("parameter_names"), step_t = get("step");
+    if (names_t.scalar_type() != torch::kByte || names_t.dim() != 1 || tensor_string(names_t) != parameter_names(model))
       throw Error("it was written for a different model (parameter names differ)");
-    a.read("step", step_t);
-    intact(step_t, "step");
     if (step_t.numel() != 1) throw UnreadableCheckpoint("checkpoint '" + file.string() + "': its step is not one number");
     torch::NoGradGuard no_grad;
     auto params = model.module().parameters();
     for (size_t i = 0; i < params.size(); ++i) {
-      torch::Tensor p, e;
-      a.read("param_" + std::to_string(i), p);
-      a.read("ema_" + std::to_string(i), e);
-      intact(p, "param_" + std::to_string(i));
-      intact(e, "ema_" + std::to_string(i));
+      torch::Tensor p = get("param_" + std::to_string(i)), e = get("ema_" + std::to_string(i));
       if (!p.sizes().equals(params[i].sizes())) throw Error("parameter shapes differ from the model's");
       params[i].copy_(p);
       if (!e.sizes().equals(params[i].sizes())) throw Error("EMA shapes differ from the model's");
@@ -143,17 +135,14 @@ void load_checkpoint(SessionState& s, const fs::path& file) {
     }
     auto buffers = model.module().buffers();
     for (size_t i = 0; i < buffers.size(); ++i) {
-      torch::Tensor b;
-      a.read("buffer_" + std::to_string(i), b);
-      intact(b, "buffer_" + std::to_string(i));
+      torch::Tensor b = get("buffer_" + std::to_string(i));
+      if (!b.sizes().equals(buffers[i].sizes())) throw Error("buffer shapes differ from the model's");
       buffers[i].copy_(b);
     }
-    torch::serialize::InputArchive opt;
-    a.read("optimizer", opt);
-    s.optimizer->load(opt);
-    a.read("rng", rng);
-    intact(rng, "rng");
-    s.gen.set_state(rng.cpu());
+    s.optimizer->load(a, "optimizer/");
+    torch::Tensor rng = get("rng");
+    if (rng.scalar_type() != torch::kByte) throw UnreadableCheckpoint("checkpoint '" + file.string() + "': its generator state is damaged");
+    s.gen.set_state(rng.clone());
     s.step = step_t.item<int64_t>();
   } catch (const UnreadableCheckpoint&) {
     throw;

@@ -88,27 +88,29 @@ void FlatAdamW::step() {
   }
 }
 
-void FlatAdamW::save(torch::serialize::OutputArchive& a) const {
-  a.write("flat_adamw_step", torch::tensor(step_));
+void FlatAdamW::save(io::TensorDict& t, const std::string& prefix) const {
+  t.emplace_back(prefix + "step", torch::tensor(step_));
   for (size_t i = 0; i < groups_.size(); ++i) {
-    a.write("exp_avg_" + std::to_string(i), groups_[i].exp_avg.cpu());
-    a.write("exp_avg_sq_" + std::to_string(i), groups_[i].exp_avg_sq.cpu());
+    t.emplace_back(prefix + "exp_avg_" + std::to_string(i), groups_[i].exp_avg);
+    t.emplace_back(prefix + "exp_avg_sq_" + std::to_string(i), groups_[i].exp_avg_sq);
   }
 }
 
-void FlatAdamW::load(torch::serialize::InputArchive& a) {
-  torch::Tensor step;
-  if (!a.try_read("flat_adamw_step", step))
-    throw Error("its optimizer state is from an older flowkit (per-tensor AdamW); start the run again");
+void FlatAdamW::load(const io::TensorDict& t, const std::string& prefix) {
+  auto get = [&](const std::string& key) {
+    const torch::Tensor* found = io::find_tensor(t, prefix + key);
+    if (!found) throw Error("it has no optimizer state '" + prefix + key + "'");
+    return *found;
+  };
+  torch::Tensor step = get("step");
+  if (step.numel() != 1) throw Error("its optimizer step is not one number");
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < groups_.size(); ++i) {
-    torch::Tensor m, v;
-    a.read("exp_avg_" + std::to_string(i), m);
-    a.read("exp_avg_sq_" + std::to_string(i), v);
+    torch::Tensor m = get("exp_avg_" + std::to_string(i)), v = get("exp_avg_sq_" + std::to_string(i));
     if (m.numel() != groups_[i].exp_avg.numel() || v.numel() != groups_[i].exp_avg_sq.numel())
       throw Error("its optimizer state has a different size from the model's parameters");
-    groups_[i].exp_avg.copy_(m);
-    groups_[i].exp_avg_sq.copy_(v);
+    groups_[i].exp_avg.copy_(m.reshape_as(groups_[i].exp_avg));
+    groups_[i].exp_avg_sq.copy_(v.reshape_as(groups_[i].exp_avg_sq));
   }
   step_ = step.item<int64_t>();
 }

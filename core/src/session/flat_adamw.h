@@ -4,6 +4,7 @@
 // per-tensor loop was most of the framework's per-step cost at small batch sizes). The update is
 // torch::optim::AdamW's, operation for operation.
 #pragma once
+#include "flowkit/tensor_file.h"
 #include <torch/torch.h>
 
 #include <vector>
@@ -27,8 +28,9 @@ class FlatAdamW {
   // The one flat buffer holding every parameter in module order, or undefined when the
   // parameters are not all in one buffer (several dtypes/devices, or frozen ones).
   const torch::Tensor& all_parameters() const { return all_; }
-  void save(torch::serialize::OutputArchive& archive) const;
-  void load(torch::serialize::InputArchive& archive);
+  // The state as named tensors ("<prefix>step", "<prefix>exp_avg_<i>", ...), in a checkpoint.
+  void save(io::TensorDict& tensors, const std::string& prefix) const;
+  void load(const io::TensorDict& tensors, const std::string& prefix);
 
  private:
   struct Group {

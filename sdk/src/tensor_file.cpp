@@ -26,48 +26,6 @@ uint64_t le(const std::string& s, size_t at, int bytes) {
   return v;
 }
 
-// Walks a pickle's opcodes (protocol <= 5) checking every length against what follows:
-// LibTorch's unpickler reserves whatever a length field says (a 1.6 GB string from 10 bytes).
-void check_pickle(const std::string& p, const std::function<void(const std::string&)>& fail) {
-  size_t i = 0;
-  auto need = [&](uint64_t n) {
-    if (n > p.size() - i) fail("its pickle is truncated or claims " + std::to_string(n) + " bytes at byte " + std::to_string(i));
-  };
-  auto counted = [&](int width) {
-    need(width);
-    const uint64_t n = le(p, i, width);
-    i += width;
-    need(n);
-    i += n;
-  };
-  auto line = [&] {
-    const size_t nl = p.find('\n', i);
-    if (nl == std::string::npos) fail("its pickle has an unterminated text argument");
-    i = nl + 1;
-  };
-  while (i < p.size()) {
-    const auto op = static_cast<unsigned char>(p[i++]);
-    switch (op) {
-      case '.': return;  // STOP
-      case '(': case '0': case '1': case '2': case 'N': case 'Q': case 'R': case 'a': case 'b': case 'd': case '}':
-      case 'e': case 'l': case ']': case 'o': case 's': case 't': case ')': case 'u': case 0x81: case 0x85: case 0x86:
-      case 0x87: case 0x88: case 0x89: case 0x8f: case 0x90: case 0x91: case 0x92: case 0x93: case 0x94:
-        break;  // no argument
-      case 'K': case 'h': case 'q': case 0x80: need(1), i += 1; break;
-      case 'M': need(2), i += 2; break;
-      case 'J': case 'j': case 'r': need(4), i += 4; break;
-      case 'G': case 0x95: need(8), i += 8; break;  // BINFLOAT, FRAME
-      case 'F': case 'I': case 'L': case 'S': case 'V': case 'g': case 'p': case 'P': line(); break;
-      case 'c': case 'i': line(), line(); break;
-      case 'U': case 'C': case 0x8c: case 0x8a: counted(1); break;
-      case 'T': case 'B': case 'X': case 0x8b: counted(4); break;
-      case 0x8d: case 0x8e: counted(8); break;
-      default: fail("its pickle has an unknown opcode " + std::to_string(op) + " at byte " + std::to_string(i - 1));
-    }
-  }
-  fail("its pickle ends without STOP");
-}
-
 // Where each record's bytes lie, by its name inside the archive's folder.
 struct ArchiveIndex {
   std::map<std::string, std::pair<uint64_t, uint64_t>> records;  // name -> (offset, size)
@@ -147,11 +105,6 @@ ArchiveIndex check_archive(const ReadAt& read, uint64_t size, const std::string&
     if (prefix.empty()) prefix = name.substr(0, slash + 1);
     if (name.compare(0, prefix.size(), prefix) != 0) fail("entries lie in two folders ('" + prefix + "', '" + name + "')");
     const std::string rest = name.substr(prefix.size());
-    if (rest.size() > 4 && rest.compare(rest.size() - 4, 4, ".pkl") == 0) {
-      std::string pickle;
-      if (!read(data, static_cast<size_t>(compressed), &pickle)) fail("cannot read '" + name + "'");
-      check_pickle(pickle, [&](const std::string& why) { fail("'" + name + "': " + why); });
-    }
     if (rest == "version" || rest == ".data/version") {  // a small decimal number, as LibTorch checks it
       std::string v;
       if (method != 0 || compressed > 16 || !read(data, static_cast<size_t>(compressed), &v) || v.empty() ||
@@ -409,42 +362,6 @@ class TensorDictUnpickler {
 };
 
 }  // namespace
-
-void check_torch_archive_bytes(const std::string& bytes, const std::string& path, const std::string& required) {
-  (void)check_archive(
-      [&](uint64_t pos, size_t n, std::string* out) {
-        if (pos > bytes.size() || n > bytes.size() - pos) return false;
-        *out = bytes.substr(pos, n);
-        return true;
-      },
-      bytes.size(), path, required);
-}
-
-void check_torch_archive(const std::string& path, const std::string& required) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) throw Error("cannot open '" + path + "'");
-  const auto size = static_cast<uint64_t>(in.tellg());
-  (void)check_archive(
-      [&](uint64_t pos, size_t n, std::string* out) {
-        if (pos > size || n > size - pos) return false;
-        out->assign(n, '\0');
-        in.seekg(static_cast<std::streamoff>(pos));
-        return static_cast<bool>(in.read(out->data(), static_cast<std::streamsize>(n)));
-      },
-      size, path, required);
-}
-
-void check_tensor_storage(const torch::Tensor& t, const std::string& what) {
-  if (!t.defined() || t.numel() == 0) return;
-  if (!t.has_storage()) throw Error(what + " has no storage");
-  uint64_t last = static_cast<uint64_t>(t.storage_offset());  // the element furthest into the storage
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    if (t.stride(d) < 0) throw Error(what + " has a negative stride");
-    last += static_cast<uint64_t>(t.size(d) - 1) * static_cast<uint64_t>(t.stride(d));
-  }
-  if (t.storage_offset() < 0 || (last + 1) * t.element_size() > t.storage().nbytes())
-    throw Error(what + ": its sizes and strides reach past its data (a damaged file)");
-}
 
 const torch::Tensor* find_tensor(const TensorDict& tensors, const std::string& name) {
   for (const auto& [key, t] : tensors)

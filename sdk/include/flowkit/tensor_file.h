@@ -11,9 +11,6 @@ namespace flowkit::io {
 
 // In file order (a model's parameters in module order, as state_dict() lists them).
 using TensorDict = std::vector<std::pair<std::string, torch::Tensor>>;
-// Throws flowkit::Error (starting with `what`) when t's sizes, strides and offset reach past its
-// storage: LibTorch's unpickler builds such tensors from a damaged file without complaint.
-void check_tensor_storage(const torch::Tensor& t, const std::string& what);
 // The entry `name`, or nullptr.
 const torch::Tensor* find_tensor(const TensorDict& tensors, const std::string& name);
 
@@ -26,13 +23,5 @@ void write_tensor_dict(const std::string& path, const TensorDict& tensors);
 TensorDict read_tensor_dict(const std::string& path);
 // The same from the file's bytes; `path` names it in errors.
 TensorDict parse_tensor_dict(const std::string& bytes, const std::string& path);
-
-// Checks that a file (or its bytes) is a well-formed archive as torch.save and flowkit's
-// checkpoints are written: a zip whose every record lies inside the file, under one top-level
-// folder with a version record (and `required`, e.g. "data.pkl"). Throws flowkit::Error naming
-// the file. Run before LibTorch's reader sees a file: LibTorch 1.13's zip reader reads past the
-// end of a malformed archive held in memory and leaks when one is refused.
-void check_torch_archive(const std::string& path, const std::string& required = "");
-void check_torch_archive_bytes(const std::string& bytes, const std::string& path, const std::string& required = "");
 
 }  // namespace flowkit::io

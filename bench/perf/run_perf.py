@@ -153,6 +153,13 @@ def render_doc(doc, results):
         rows.append(f"| `{name}` | {r['metric']} ({better} is better) | {m['flowkit']:.2f} | {m['python']:.2f} | "
                     f"{m['python_blas1']:.2f} | **{r['ratio_vs_python_default']:.2f}x** | {GOALS.get(name, '>= 1x')} |")
     tables = {"side_by_side": "\n".join(rows)}
+    pol = results.get("dm1_policy_latency", {}).get("median", {})
+    if "python_row_gemv" in pol:
+        cols = [("flowkit", "flowkit-policy"), ("python", "Python twin"), ("python_blas1", "Python, OPENBLAS_NUM_THREADS=1"),
+                ("python_row_gemv", "Python twin with flowkit's single-row addmv")]
+        tables["policy"] = "\n".join(["| batch-1 call, ms | " + " | ".join(c[1] for c in cols) + " |", "|---|" + "---|" * len(cols),
+                                      "| p50 | " + " | ".join(f"{pol[c]:.3f}" for c, _ in cols) + " |",
+                                      "| p99 | " + " | ".join(f"{pol[c + '_p99']:.3f}" for c, _ in cols) + " |"])
     if "threads" in results:
         t = results["threads"]
         combos = list(next(iter(t.values())).keys())
@@ -181,6 +188,8 @@ def render_doc(doc, results):
                   f"[4096, 256] x [256, 256] rate (goal: 70 %)."]
         tables["overhead"] = "\n".join(lines)
     for key, text in tables.items():
+        if f"<!-- perf:{key}:begin -->" not in body:
+            continue
         body = re.sub(rf"(<!-- perf:{key}:begin -->\n).*?(<!-- perf:{key}:end -->)", lambda m: m.group(1) + text + "\n" + m.group(2),
                       body, flags=re.S)
     doc.write_text(body)
@@ -217,6 +226,8 @@ def main():
         script, fk = twins[name]
         steps, warmup = STEPS.get(name, (args.steps, args.warmup))
         sides = {"flowkit": [], "python": [], "python_blas1": []}
+        if fk.get("policy"):
+            sides["python_row_gemv"] = []  # the twin given flowkit's batch-1 matrix-vector product
         for r in range(args.repeats):  # interleaved A B C A B C ...
             if fk.get("sample"):
                 sides["flowkit"].append(flowkit_sample(fk, 1000))
@@ -229,9 +240,13 @@ def main():
                 twin = [PY, script, "--workload", name, "--steps", str(steps), "--warmup", str(warmup)]
             sides["python"].append(run_json(twin, env_for()))
             sides["python_blas1"].append(run_json(twin, env_for(blas=1)))
+            if "python_row_gemv" in sides:
+                sides["python_row_gemv"].append(run_json(twin + ["--row-gemv"], env_for()))
             print(f"  {name} repeat {r + 1}: " + "; ".join(f"{k} {json.dumps(v[-1])}" for k, v in sides.items()), flush=True)
         key = "samples_per_sec" if fk.get("sample") else "p50_ms" if fk.get("policy") else "steps_per_sec"
         med = {k: statistics.median(x[key] for x in v) for k, v in sides.items()}
+        if fk.get("policy"):
+            med.update({f"{k}_p99": statistics.median(x["p99_ms"] for x in v) for k, v in sides.items()})
         higher_is_better = key != "p50_ms"
         ratio = med["flowkit"] / med["python"] if higher_is_better else med["python"] / med["flowkit"]
         results[name] = {"metric": key, "median": med, "ratio_vs_python_default": ratio, "runs": sides}

@@ -330,6 +330,19 @@ def train(name, steps, warmup, log_every=0):
             "loss_last": sum(losses[-10:]) / max(1, len(losses[-10:]))}
 
 
+def use_row_gemv():
+    """The Python side of flowkit's batch-1 fix (sdk flowkit/linear.h): a single-row Linear as a
+    matrix-vector product (sgemv) instead of sgemm, which packs the whole weight every call."""
+    plain = torch.nn.Linear.forward
+
+    def forward(self, x):
+        if x.dim() == 2 and x.shape[0] == 1:
+            row = x[0]
+            return (torch.addmv(self.bias, self.weight, row) if self.bias is not None else torch.mv(self.weight, row)).unsqueeze(0)
+        return plain(self, x)
+    torch.nn.Linear.forward = forward
+
+
 def policy_latency(calls, warmup):
     """flowkit-policy (open-loop): per call, act(one observation row) = MeanFlowSampler::sample with
     steps 1: z ~ N(0, I) [1, chunk, 2], u = model(z, t = 1, r = 0 | obs), z - (t - r) u, clamp [-1, 1].
@@ -384,11 +397,14 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--calls", type=int, default=300, help="dm1_policy_latency: timed policy calls")
+    ap.add_argument("--row-gemv", action="store_true", help="dm1_policy_latency: single-row Linear as addmv (flowkit's fix)")
     ap.add_argument("--threads-intra", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=0, help="also print windowed mean losses on stderr (loss check)")
     args = ap.parse_args()
     if args.threads_intra:
         torch.set_num_threads(args.threads_intra)
+    if args.row_gemv:
+        use_row_gemv()
     if FLOWKIT[args.workload].get("policy"):
         out = policy_latency(args.calls, args.warmup)
     else:

@@ -11,13 +11,14 @@
 namespace fs = std::filesystem;
 
 namespace flowkit::core {
-namespace {
 
 // OpenBLAS keeps its own thread pool; LibTorch's setting does not reach it.
 void set_blas_threads(int n) {
   using SetThreads = void (*)(int);
   if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(n);
 }
+
+namespace {
 
 // glibc hands every freed block above its mmap threshold (activations and gradients of a large
 // batch) back to the OS and page-faults it in again on the next step. Keep freed memory in the

@@ -10,26 +10,15 @@
 
 namespace dm1 {
 
-namespace {
-torch::Tensor sinusoidal(const torch::Tensor& t, int64_t dim, double scale) {
-  const int64_t half = dim / 2;
-  torch::Tensor k = torch::arange(half, t.options().requires_grad(false));
-  torch::Tensor freqs = torch::exp(-std::log(10000.0) * k / std::max<int64_t>(half, 1));
-  torch::Tensor args = scale * t.reshape({-1, 1}) * freqs.reshape({1, -1});
-  torch::Tensor emb = torch::cat({torch::sin(args), torch::cos(args)}, 1);
-  if (dim % 2 == 1) emb = torch::cat({emb, torch::zeros({emb.size(0), 1}, emb.options())}, 1);
-  return emb;
-}
-}  // namespace
-
 // ---- policy network -----------------------------------------------------------------------
 
-PolicyNetImpl::PolicyNetImpl(const PolicyOptions& o) : o_(o) {
+PolicyNetImpl::PolicyNetImpl(const PolicyOptions& o)
+    : o_(o), t_embedding_(o.time_embed, o.time_scale), r_embedding_(o.time_embed, o.time_scale) {
   const int64_t E = o.time_embed;
   if (o.obs_shape.size() == 1) {
-    state_enc_ = register_module("state_enc", torch::nn::Sequential(torch::nn::Linear(o.obs_shape[0] + o.proprio_dim, o.obs_hidden),
-                                                                    torch::nn::SiLU(), torch::nn::Linear(o.obs_hidden, o.obs_hidden),
-                                                                    torch::nn::SiLU(), torch::nn::Linear(o.obs_hidden, o.obs_embed)));
+    state_enc_ = register_module("state_enc", torch::nn::Sequential(flowkit::Linear(o.obs_shape[0] + o.proprio_dim, o.obs_hidden),
+                                                                    torch::nn::SiLU(), flowkit::Linear(o.obs_hidden, o.obs_hidden),
+                                                                    torch::nn::SiLU(), flowkit::Linear(o.obs_hidden, o.obs_embed)));
   } else if (o.obs_shape.size() == 3) {
     conv_ = register_module(
         "conv", torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(o.obs_shape[0], 16, 3).stride(2).padding(1)),
@@ -41,20 +30,20 @@ PolicyNetImpl::PolicyNetImpl(const PolicyOptions& o) : o_(o) {
       torch::NoGradGuard ng;
       flat = conv_->forward(torch::zeros({1, o.obs_shape[0], o.obs_shape[1], o.obs_shape[2]})).size(1);
     }
-    img_head_ = register_module("img_head", torch::nn::Linear(flat + o.proprio_dim, o.obs_embed));
+    img_head_ = register_module("img_head", flowkit::Linear(flat + o.proprio_dim, o.obs_embed));
   } else {
     throw flowkit::Error("dm1.policy: observation 'obs' must be [B, D] or [B, C, H, W]");
   }
-  t1_ = register_module("t1", torch::nn::Linear(E, 2 * E));
-  t2_ = register_module("t2", torch::nn::Linear(2 * E, E));
-  r1_ = register_module("r1", torch::nn::Linear(E, 2 * E));
-  r2_ = register_module("r2", torch::nn::Linear(2 * E, E));
-  in_ = register_module("in", torch::nn::Linear(o.action_dim + 2 * E + o.obs_embed, o.hidden));
+  t1_ = register_module("t1", flowkit::Linear(E, 2 * E));
+  t2_ = register_module("t2", flowkit::Linear(2 * E, E));
+  r1_ = register_module("r1", flowkit::Linear(E, 2 * E));
+  r2_ = register_module("r2", flowkit::Linear(2 * E, E));
+  in_ = register_module("in", flowkit::Linear(o.action_dim + 2 * E + o.obs_embed, o.hidden));
   blocks_ = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < o.layers; ++i)
-    blocks_->push_back(torch::nn::Sequential(torch::nn::Linear(o.hidden, o.hidden), torch::nn::SiLU(),
-                                             torch::nn::Linear(o.hidden, o.hidden)));
-  out_ = register_module("out", torch::nn::Linear(o.hidden, o.action_dim));
+    blocks_->push_back(torch::nn::Sequential(flowkit::Linear(o.hidden, o.hidden), torch::nn::SiLU(),
+                                             flowkit::Linear(o.hidden, o.hidden)));
+  out_ = register_module("out", flowkit::Linear(o.hidden, o.action_dim));
 }
 
 torch::Tensor PolicyNetImpl::encode(const torch::Tensor& obs, const torch::Tensor& proprio) {
@@ -72,8 +61,8 @@ torch::Tensor PolicyNetImpl::forward(const torch::Tensor& z, const torch::Tensor
                                      flowkit::TensorMap* representations) {
   torch::Tensor e_obs = encode(obs, proprio);
   torch::Tensor second = o_.time_inputs == "t_h" ? t - r : r;
-  torch::Tensor e_t = t2_->forward(torch::silu(t1_->forward(sinusoidal(t, o_.time_embed, o_.time_scale))));
-  torch::Tensor e_r = r2_->forward(torch::silu(r1_->forward(sinusoidal(second, o_.time_embed, o_.time_scale))));
+  torch::Tensor e_t = t2_->forward(torch::silu(t1_->forward(t_embedding_(t))));
+  torch::Tensor e_r = r2_->forward(torch::silu(r1_->forward(r_embedding_(second))));
   torch::Tensor h = torch::silu(in_->forward(torch::cat({z, e_t, e_r, e_obs}, 1)));
   if (representations) {
     representations->set("obs", e_obs);

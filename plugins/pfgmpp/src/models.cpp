@@ -40,21 +40,21 @@ ResMLPImpl::ResMLPImpl(const ResMLPOptions& o) : o_(o) {
   const int64_t half = o.embedding_dim / 2;
   // Geometric frequencies in [1/2, 64]: c_noise = ln(sigma)/4 spans about [-3, 1.5].
   freqs_ = register_buffer("freqs", torch::exp(torch::linspace(std::log(0.5), std::log(64.0), half)));
-  embed1_ = register_module("embed1", torch::nn::Linear(2 * half, o.hidden));
-  embed2_ = register_module("embed2", torch::nn::Linear(o.hidden, o.hidden));
-  input_ = register_module("input", torch::nn::Linear(o.in_dim, o.hidden));
+  embed1_ = register_module("embed1", flowkit::Linear(2 * half, o.hidden));
+  embed2_ = register_module("embed2", flowkit::Linear(o.hidden, o.hidden));
+  input_ = register_module("input", flowkit::Linear(o.in_dim, o.hidden));
   norms_ = register_module("norms", torch::nn::ModuleList());
   fc1_ = register_module("fc1", torch::nn::ModuleList());
   fc2_ = register_module("fc2", torch::nn::ModuleList());
   temb_ = register_module("affine", torch::nn::ModuleList());
   for (int64_t i = 0; i < o.blocks; ++i) {
     norms_->push_back(torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden})));
-    fc1_->push_back(torch::nn::Linear(o.hidden, 2 * o.hidden));
-    temb_->push_back(torch::nn::Linear(o.hidden, 2 * o.hidden));
-    fc2_->push_back(torch::nn::Linear(2 * o.hidden, o.hidden));
+    fc1_->push_back(flowkit::Linear(o.hidden, 2 * o.hidden));
+    temb_->push_back(flowkit::Linear(o.hidden, 2 * o.hidden));
+    fc2_->push_back(flowkit::Linear(2 * o.hidden, o.hidden));
   }
   out_norm_ = register_module("out_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.hidden})));
-  output_ = register_module("output", torch::nn::Linear(o.hidden, o.in_dim));
+  output_ = register_module("output", flowkit::Linear(o.hidden, o.in_dim));
   if (o.class_conditional)
     label_embed_ = register_module("label_embed", torch::nn::Embedding(o.num_classes + 1, o.hidden));
 }
@@ -72,9 +72,9 @@ torch::Tensor ResMLPImpl::forward(const torch::Tensor& x, const torch::Tensor& t
   e = torch::silu(e);
   torch::Tensor h = input_(x);
   for (int64_t i = 0; i < o_.blocks; ++i) {
-    torch::Tensor z = fc1_[i]->as<torch::nn::Linear>()->forward(norms_[i]->as<torch::nn::LayerNorm>()->forward(h));
-    z = z + temb_[i]->as<torch::nn::Linear>()->forward(e);
-    h = h + fc2_[i]->as<torch::nn::Linear>()->forward(torch::silu(z));
+    torch::Tensor z = fc1_[i]->as<flowkit::Linear>()->forward(norms_[i]->as<torch::nn::LayerNorm>()->forward(h));
+    z = z + temb_[i]->as<flowkit::Linear>()->forward(e);
+    h = h + fc2_[i]->as<flowkit::Linear>()->forward(torch::silu(z));
   }
   return output_(torch::silu(out_norm_(h)));
 }

@@ -9,29 +9,13 @@
 
 namespace standard {
 
-torch::Tensor sinusoidal_frequencies(int64_t dim, const torch::TensorOptions& options) {
-  const int64_t half = dim / 2;
-  return torch::exp(-std::log(10000.0) * torch::arange(half, options) / std::max<int64_t>(half, 1));
-}
-
-torch::Tensor sinusoidal_embedding(const torch::Tensor& t, const torch::Tensor& freqs, int64_t dim) {
-  torch::Tensor args = 1000.0 * t.reshape({-1, 1}) * freqs.reshape({1, -1});
-  torch::Tensor emb = torch::cat({torch::sin(args), torch::cos(args)}, 1);
-  if (dim % 2 == 1) emb = torch::cat({emb, torch::zeros({emb.size(0), 1}, t.options())}, 1);
-  return emb;
-}
-
-torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim) {
-  return sinusoidal_embedding(t, sinusoidal_frequencies(dim, t.options()), dim);
-}
-
-MLPNetImpl::MLPNetImpl(const MLPOptions& o) : options_(o) {
-  time1_ = register_module("time1", torch::nn::Linear(o.time_embedding_dim, o.hidden));
-  time2_ = register_module("time2", torch::nn::Linear(o.hidden, o.hidden));
-  input_ = register_module("input", torch::nn::Linear(o.in_dim, o.hidden));
+MLPNetImpl::MLPNetImpl(const MLPOptions& o) : options_(o), time_embedding_(o.time_embedding_dim, 1000.0) {
+  time1_ = register_module("time1", flowkit::Linear(o.time_embedding_dim, o.hidden));
+  time2_ = register_module("time2", flowkit::Linear(o.hidden, o.hidden));
+  input_ = register_module("input", flowkit::Linear(o.in_dim, o.hidden));
   hidden_ = register_module("hidden", torch::nn::ModuleList());
-  for (int64_t i = 1; i < o.layers; ++i) hidden_->push_back(torch::nn::Linear(o.hidden, o.hidden));
-  output_ = register_module("output", torch::nn::Linear(o.hidden, o.in_dim));
+  for (int64_t i = 1; i < o.layers; ++i) hidden_->push_back(flowkit::Linear(o.hidden, o.hidden));
+  output_ = register_module("output", flowkit::Linear(o.hidden, o.in_dim));
   if (o.class_conditional)
     label_embedding_ = register_module("label_embedding", torch::nn::Embedding(o.num_classes + 1, o.hidden));
 }
@@ -45,11 +29,7 @@ torch::Tensor MLPNetImpl::act(const torch::Tensor& h) const {
 }
 
 torch::Tensor MLPNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& label) {
-  // (Frequencies made under inference mode may not enter a graph that autograd records.)
-  if (!freqs_.defined() || freqs_.device() != t.device() || freqs_.scalar_type() != t.scalar_type() ||
-      (freqs_.is_inference() && !c10::InferenceMode::is_enabled()))
-    freqs_ = sinusoidal_frequencies(options_.time_embedding_dim, t.options().requires_grad(false));
-  torch::Tensor temb = time2_->forward(act(time1_->forward(sinusoidal_embedding(t, freqs_, options_.time_embedding_dim))));
+  torch::Tensor temb = time2_->forward(act(time1_->forward(time_embedding_(t))));
   torch::Tensor h = input_->forward(x) + temb;
   if (options_.class_conditional) {
     torch::Tensor l = label.defined() ? label : torch::full({x.size(0)}, options_.num_classes,
@@ -57,7 +37,7 @@ torch::Tensor MLPNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t
     h = h + label_embedding_->forward(l);
   }
   h = act(h);
-  for (const auto& layer : *hidden_) h = act(layer->as<torch::nn::Linear>()->forward(h));
+  for (const auto& layer : *hidden_) h = act(layer->as<flowkit::Linear>()->forward(h));
   return output_->forward(h);
 }
 

@@ -9,8 +9,10 @@
 
 #include "flowkit/capabilities/representations.h"
 #include "flowkit/config.h"
+#include "flowkit/linear.h"
 #include "flowkit/model.h"
 #include "flowkit/registry.h"
+#include "flowkit/time_embedding.h"
 
 namespace dm1 {
 
@@ -46,9 +48,10 @@ class PolicyNetImpl : public torch::nn::Module {
  private:
   PolicyOptions o_;
   torch::nn::Sequential state_enc_{nullptr}, conv_{nullptr};
-  torch::nn::Linear img_head_{nullptr};
-  torch::nn::Linear t1_{nullptr}, t2_{nullptr}, r1_{nullptr}, r2_{nullptr}, in_{nullptr}, out_{nullptr};
+  flowkit::Linear img_head_{nullptr};
+  flowkit::Linear t1_{nullptr}, t2_{nullptr}, r1_{nullptr}, r2_{nullptr}, in_{nullptr}, out_{nullptr};
   torch::nn::ModuleList blocks_{nullptr};
+  flowkit::SinusoidalTimeEmbedding t_embedding_, r_embedding_;  // one each: a frequency cache per use
 };
 TORCH_MODULE(PolicyNet);
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "flowkit/config.h"
+#include "flowkit/linear.h"
 #include "flowkit/model.h"
 #include "flowkit/registry.h"
 
@@ -64,7 +65,7 @@ class ResMLPImpl : public torch::nn::Module {
  private:
   ResMLPOptions o_;
   torch::Tensor freqs_;
-  torch::nn::Linear embed1_{nullptr}, embed2_{nullptr}, input_{nullptr}, output_{nullptr};
+  flowkit::Linear embed1_{nullptr}, embed2_{nullptr}, input_{nullptr}, output_{nullptr};
   torch::nn::LayerNorm out_norm_{nullptr};
   torch::nn::ModuleList norms_{nullptr}, fc1_{nullptr}, fc2_{nullptr}, temb_{nullptr};
   torch::nn::Embedding label_embed_{nullptr};

@@ -6,18 +6,12 @@
 #include <string>
 
 #include "flowkit/config.h"
+#include "flowkit/linear.h"
 #include "flowkit/model.h"
 #include "flowkit/registry.h"
+#include "flowkit/time_embedding.h"
 
 namespace standard {
-
-// Sinusoidal embedding of t ([B]) into [B, dim]: [sin(s t w_k), cos(s t w_k)] with
-// w_k = 10000^(-k/half), s = 1000 (t in [0, 1] covers the same range as integer steps).
-// An odd dim gets one zero column.
-torch::Tensor sinusoidal_embedding(const torch::Tensor& t, int64_t dim);
-// The same with the frequencies w_k given (a model computes them once, not every call).
-torch::Tensor sinusoidal_embedding(const torch::Tensor& t, const torch::Tensor& freqs, int64_t dim);
-torch::Tensor sinusoidal_frequencies(int64_t dim, const torch::TensorOptions& options);
 
 // The parameters of `standard.mlp` (defaults and ranges: plugin.json) and the two sizes
 // the factory takes from the domain.
@@ -34,7 +28,8 @@ struct MLPOptions {
 MLPOptions mlp_options(const flowkit::Config& cfg);
 
 // h1 = act(W_in x + T(t) [+ E(label)]), h_{k+1} = act(W_k h_k), out = W_out h_L, where
-// T = Linear(sinusoidal(t)) -> act -> Linear and E is an embedding with a null class.
+// T = Linear(sinusoidal(t), scale 1000: t in [0, 1] spans the range of integer steps) -> act
+// -> Linear (flowkit/time_embedding.h) and E is an embedding with a null class.
 class MLPNetImpl : public torch::nn::Module {
  public:
   explicit MLPNetImpl(const MLPOptions& options);
@@ -45,10 +40,10 @@ class MLPNetImpl : public torch::nn::Module {
  private:
   torch::Tensor act(const torch::Tensor& h) const;
   MLPOptions options_;
-  torch::nn::Linear time1_{nullptr}, time2_{nullptr}, input_{nullptr}, output_{nullptr};
+  flowkit::Linear time1_{nullptr}, time2_{nullptr}, input_{nullptr}, output_{nullptr};
   torch::nn::ModuleList hidden_{nullptr};
   torch::nn::Embedding label_embedding_{nullptr};
-  torch::Tensor freqs_;  // w_k on the device/dtype of the last call; not a buffer (checkpoints stay as they are)
+  flowkit::SinusoidalTimeEmbedding time_embedding_;  // not a buffer: checkpoints stay as they are
 };
 TORCH_MODULE(MLPNet);
 

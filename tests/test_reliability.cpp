@@ -2,6 +2,7 @@
 // kill: the CPU tensor memory budget (flowkit/core/memory_budget.h) counted exactly, a training
 // batch and a sample count that cannot fit refused by real `flowkit` processes.
 #include <gtest/gtest.h>
+#include <c10/core/CPUAllocator.h>
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -96,6 +97,28 @@ TEST(MemoryBudget, CountsTensorBytesAndRefusesWhatGoesOver) {
   install_memory_budget(0);  // no ceiling
   torch::Tensor big = torch::zeros({5000, 5000});
   EXPECT_EQ(big.sum().item<float>(), 0.0f);
+}
+
+// LibTorch's raw_allocate() (oneDNN's convolutions use it) requires a DataPtr whose context is
+// its data pointer; a counting allocator that wrapped the block broke every convolution.
+TEST(MemoryBudget, RawAllocationsAndConvolutionsWorkUnderTheBudget) {
+  install_memory_budget(uint64_t{1} << 30);
+  const uint64_t before = memory_in_use();
+  c10::Allocator* a = c10::GetCPUAllocator();
+  void* raw = a->raw_allocate(1000);
+  ASSERT_NE(raw, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(raw) % 64, 0u);  // c10's alignment
+  EXPECT_EQ(memory_in_use() - before, 1000u);
+  a->raw_deallocate(raw);
+  EXPECT_EQ(memory_in_use(), before);
+  torch::manual_seed(0);
+  torch::nn::Conv2d conv(torch::nn::Conv2dOptions(3, 8, 3).stride(2).padding(1));
+  torch::Tensor x = torch::randn({4, 3, 16, 16}, torch::requires_grad());
+  torch::Tensor y = conv->forward(x);
+  y.pow(2).sum().backward();
+  EXPECT_EQ(y.sizes(), torch::IntArrayRef({4, 8, 8, 8}));
+  EXPECT_TRUE(torch::isfinite(x.grad()).all().item<bool>());
+  install_memory_budget(0);
 }
 
 TEST(MemoryBudget, EnvironmentSettingIsParsedOrRefused) {

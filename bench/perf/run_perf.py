@@ -46,13 +46,14 @@ def run_json(cmd, env):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def flowkit_train(fk, steps, warmup, extra):
-    """Steps/s of `flowkit train` after its first log window (= the warm-up), and its losses."""
+def flowkit_train(fk, steps, warmup, extra, root=ROOT):
+    """Steps/s of `flowkit train` after its first log window (= the warm-up), and its losses.
+    `root`: the checkout (with its build/bin/flowkit) that runs it."""
     with tempfile.TemporaryDirectory() as runs:
         over = fk["overrides"] + [f"train.steps={warmup + steps}", f"train.log_every={warmup}",
                                   "train.checkpoint_every=0"] + extra
-        cmd = [BIN / "flowkit", "-q", "train", fk["pipeline"], *over, "--runs-dir", runs, "--name", "perf"]
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env_for(), cwd=ROOT)
+        cmd = [Path(root) / "build/bin/flowkit", "-q", "train", fk["pipeline"], *over, "--runs-dir", runs, "--name", "perf"]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env_for(), cwd=root)
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{res.stderr[-3000:]}")
         lines = [json.loads(l) for l in open(Path(runs) / "perf/metrics.jsonl") if l.strip()]
@@ -128,6 +129,9 @@ def overhead_table(twins, repeats, steps, warmup):
     out["step_gflop_b4096"] = step_gflop
     out["achieved_gflops_b4096"] = achieved
     out["fraction_of_matmul"] = achieved / best
+    gemm_ms = min(out["matmul"]["step_gemms_ms_1t_b4096"], out["matmul"]["step_gemms_ms_2t_b4096"])
+    out["gemm_only_steps_per_sec_b4096"] = 1000.0 / gemm_ms
+    out["fraction_of_gemm_only_step"] = out["cfm_toy2d_b4096"]["flowkit"] / out["gemm_only_steps_per_sec_b4096"]
     print(f"matmul {out['matmul']}; batch-4096 step {step_gflop:.2f} GFLOP -> {achieved:.1f} GFLOP/s = "
           f"{100 * achieved / best:.0f} % of the best matmul rate", flush=True)
     return out
@@ -146,7 +150,7 @@ def render_doc(doc, results):
     rows = ["| workload | measure | flowkit | Python twin (default threads) | Python, OPENBLAS_NUM_THREADS=1 | flowkit vs Python default | goal |",
             "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        if name in ("threads", "overhead") or "median" not in r:
+        if name in ("threads", "overhead", "examples", "policy_load") or "median" not in r:
             continue
         m = r["median"]
         better = "lower" if r["metric"] == "p50_ms" else "higher"
@@ -185,8 +189,46 @@ def render_doc(doc, results):
                   f"| [1024, 1024] x [1024, 1024] | {mm['gflops_1t_1024sq']:.1f} | {mm['gflops_2t_1024sq']:.1f} |", "",
                   f"The batch-4096 step does {o['step_gflop_b4096']:.2f} GFLOP of matrix products; at flowkit's rate that is "
                   f"{o['achieved_gflops_b4096']:.1f} GFLOP/s, **{100 * o['fraction_of_matmul']:.0f} %** of the best measured "
-                  f"[4096, 256] x [256, 256] rate (goal: 70 %)."]
+                  f"[4096, 256] x [256, 256] rate (goal: 70 %). The step's own matrix products alone, in the layouts "
+                  f"autograd uses (forward and both backward products of every layer, `flowkit-bare-loop matmul`), take "
+                  f"{1000 / o['gemm_only_steps_per_sec_b4096']:.1f} ms: a step that did nothing else would run at "
+                  f"{o['gemm_only_steps_per_sec_b4096']:.1f} steps/s, and flowkit's step reaches "
+                  f"**{100 * o['fraction_of_gemm_only_step']:.0f} %** of that."]
         tables["overhead"] = "\n".join(lines)
+    if "policy_load" in results:
+        pl = results["policy_load"]
+        tables["policy_load"] = "\n".join([
+            "| flowkit-policy batch-1 call, ms | idle, 1 BLAS thread | idle, 2 BLAS threads | busy machine, 1 BLAS thread | busy machine, 2 BLAS threads |",
+            "|---|---|---|---|---|",
+            *(f"| {q[:3]} | " + " | ".join(f"{pl[k][q]:.3f}" for k in ("idle,1", "idle,2", "busy,1", "busy,2")) + " |" for q in ("p50_ms", "p99_ms"))])
+    goals = []
+    def goal(text, measured, met):
+        goals.append(f"| {text} | {measured} | {'**met**' if met else '**not met**'} |")
+    for name, need in (("cfm_toy2d_b256", 1.3), ("cfm_toy2d_b4096", 1.1)):
+        if name in results and "ratio_vs_python_default" in results[name]:
+            r = results[name]["ratio_vs_python_default"]
+            goal(f"`{name}`: flowkit >= {need}x the twin's default threads", f"{r:.2f}x", r >= need)
+    if "dm1_policy_latency" in results:
+        r = results["dm1_policy_latency"]["ratio_vs_python_default"]
+        goal("batch-1 policy latency (p50) >= 3x lower than the twin's", f"{r:.2f}x", r >= 3)
+    if "overhead" in results:
+        o = results["overhead"]
+        goal("batch-4096 step >= 70 % of the measured 2-core matmul GFLOP/s", f"{100 * o['fraction_of_matmul']:.0f} %", o["fraction_of_matmul"] >= 0.7)
+        worst = max(o[n]["overhead_percent"] for n in ("cfm_toy2d_b256", "cfm_toy2d_b4096"))
+        goal("framework overhead against the bare LibTorch loop <= 3 %", f"{worst:+.1f} % (worst of the two batches)", worst <= 3)
+    if "examples" in results:
+        ratios = {k: v["ratio"] for k, v in results["examples"].items() if k != "baseline_commit"}
+        low = min(ratios, key=ratios.get)
+        goal("every shipped example at least as fast as before", f"slowest {ratios[low]:.2f}x (`{low}`)", ratios[low] >= 1)
+    if goals:
+        tables["goals"] = "\n".join(["| goal | measured | |", "|---|---|---|", *goals])
+    if "examples" in results:
+        e = results["examples"]
+        lines = [f"| shipped example | steps/s now | steps/s at {e['baseline_commit']} | now vs before |", "|---|---|---|---|"]
+        for pipeline, r in e.items():
+            if pipeline != "baseline_commit":
+                lines.append(f"| `{pipeline}` | {r['now']:.1f} | {r['before']:.1f} | **{r['ratio']:.2f}x** |")
+        tables["examples"] = "\n".join(lines)
     for key, text in tables.items():
         if f"<!-- perf:{key}:begin -->" not in body:
             continue
@@ -199,14 +241,60 @@ def render_doc(doc, results):
 STEPS = {"crysbfn_cspnet": (60, 20), "dm1_meanflow": (150, 30), "pfgmpp_digits": (150, 30), "cfm_toy2d_b4096": (60, 20)}
 
 
-def flowkit_policy(fk, runs_dir, calls):
+def flowkit_policy(fk, runs_dir, calls, extra=()):
     """p50/p99 ms of flowkit-policy's batch-1 calls on a briefly trained run (trained once)."""
     run = Path(runs_dir) / fk["run_name"]
     if not run.exists():
         cmd = [BIN / "flowkit", "-q", "train", fk["pipeline"], *fk["overrides"], "--runs-dir", runs_dir, "--name", fk["run_name"]]
         subprocess.run(cmd, check=True, capture_output=True, env=env_for(), cwd=ROOT)
-    r = run_json([BIN / "flowkit-policy", run, "--calls", str(calls), "--warmup", str(calls // 10), *fk["policy_args"]], env_for())
+    r = run_json([BIN / "flowkit-policy", run, "--calls", str(calls), "--warmup", str(calls // 10), *fk["policy_args"], *extra], env_for())
     return {"p50_ms": r["latency_ms_p50"], "p99_ms": r["latency_ms_p99"]}
+
+
+# Every shipped training pipeline, as shipped: (timed steps, warm-up steps), each run ~5-20 s.
+EXAMPLES = {"plugins/standard/examples/quickstart.json": (300, 50), "plugins/standard/examples/toy2d.json": (600, 100),
+            "plugins/pfgmpp/examples/digits.json": (150, 30), "plugins/pfgmpp/examples/toy2d.json": (600, 100),
+            "plugins/pfgmpp/examples/toy2d_standard_mlp.json": (600, 100), "plugins/dm1/examples/meanflow_state.json": (150, 30),
+            "plugins/dm1/examples/dm1_image.json": (60, 20), "plugins/crysbfn/examples/csp_bfn.json": (60, 20),
+            "plugins/crysbfn/examples/csp_diffusion.json": (60, 20), "plugins/crysbfn/examples/gen_bfn.json": (60, 20)}
+
+
+def examples_table(baseline, repeats):
+    """Every shipped example's training steps/s, this build against `baseline` (a checkout of
+    an earlier commit, built in its own build/), interleaved; each side runs its own copy of
+    the example with its own defaults (the earlier build: one thread in both pools)."""
+    out = {"baseline_commit": subprocess.run(["git", "-C", baseline, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                             text=True).stdout.strip()}
+    for pipeline, (steps, warmup) in EXAMPLES.items():
+        rates = {"now": [], "before": []}
+        for _ in range(repeats):
+            rates["now"].append(flowkit_train({"pipeline": pipeline, "overrides": []}, steps, warmup, [])["steps_per_sec"])
+            rates["before"].append(flowkit_train({"pipeline": pipeline, "overrides": []}, steps, warmup, [], root=baseline)["steps_per_sec"])
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        out[pipeline] = {**med, "ratio": med["now"] / med["before"], "runs": rates}
+        print(f"example {pipeline}: now {med['now']:.1f}, before {med['before']:.1f} steps/s ({med['now'] / med['before']:.2f}x)", flush=True)
+    return out
+
+
+def policy_load_table(fk, repeats, calls=2000):
+    """flowkit-policy with 1 and 2 OpenBLAS threads, on an idle machine and beside one busy
+    process per core (as a controller shares its computer), interleaved."""
+    runs = tempfile.mkdtemp(prefix="flowkit_perf_")
+    cells = {f"{load},{b}": [] for load in ("idle", "busy") for b in (1, 2)}
+    for _ in range(repeats):
+        for load in ("idle", "busy"):
+            burners = [subprocess.Popen([PY, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)] if load == "busy" else []
+            try:
+                time.sleep(0.5 if burners else 0)
+                for b in (1, 2):
+                    cells[f"{load},{b}"].append(flowkit_policy(fk, runs, calls, ["--blas-threads", str(b)]))
+            finally:
+                for p in burners:
+                    p.kill()
+                    p.wait()
+    out = {k: {q: statistics.median(r[q] for r in v) for q in ("p50_ms", "p99_ms")} for k, v in cells.items()}
+    print(f"policy under load: {out}", flush=True)
+    return out
 
 
 def main():
@@ -216,11 +304,18 @@ def main():
     ap.add_argument("--warmup", type=int, default=30, help="warm-up steps (a divisor of --steps)")
     ap.add_argument("--only", default="", help="comma-separated workloads")
     ap.add_argument("--no-docs", action="store_true")
-    ap.add_argument("--tables", default="side,threads,overhead", help="which measurements: side,threads,overhead")
+    ap.add_argument("--tables", default="side,threads,overhead", help="which measurements: side,threads,overhead,policy_load,examples (none: only rewrite the docs from the raw file)")
+    ap.add_argument("--baseline", default="", help="examples: a built checkout of the commit to compare with")
     args = ap.parse_args()
     twins = load_twins()
     names = [n for n in twins if not args.only or n in args.only.split(",")] if "side" in args.tables else []
+    out = ROOT / "bench/results/perf.json"
+    previous = json.loads(out.read_text()) if out.exists() else {}
     results = {}
+
+    def save():  # after every measurement: an interrupted run keeps what it measured
+        previous.update(results)
+        out.write_text(json.dumps(previous, indent=1) + "\n")
     policy_runs = tempfile.mkdtemp(prefix="flowkit_perf_")
     for name in names:
         script, fk = twins[name]
@@ -252,14 +347,22 @@ def main():
         results[name] = {"metric": key, "median": med, "ratio_vs_python_default": ratio, "runs": sides}
         print(f"{name}: {key} flowkit {med['flowkit']:.2f}, python {med['python']:.2f} "
               f"(OPENBLAS_NUM_THREADS=1: {med['python_blas1']:.2f}); flowkit/python {ratio:.2f}x", flush=True)
+        save()
     if "threads" in args.tables:
         results["threads"] = threads_table(twins, args.repeats, args.steps, args.warmup)
+        save()
     if "overhead" in args.tables:
         results["overhead"] = overhead_table(twins, args.repeats, args.steps, args.warmup)
-    out = ROOT / "bench/results/perf.json"
-    previous = json.loads(out.read_text()) if out.exists() else {}
-    previous.update(results)
-    out.write_text(json.dumps(previous, indent=1) + "\n")
+        save()
+    if "policy_load" in args.tables:
+        results["policy_load"] = policy_load_table(twins["dm1_policy_latency"][1], args.repeats)
+        save()
+    if "examples" in args.tables:
+        if not args.baseline:
+            sys.exit("--tables examples needs --baseline CHECKOUT (see docs/performance.md)")
+        results["examples"] = examples_table(args.baseline, args.repeats)
+        save()
+    save()
     print(f"raw: {out.relative_to(ROOT)}")
     if not args.no_docs:
         render_docs(previous)

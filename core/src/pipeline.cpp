@@ -17,7 +17,7 @@ namespace {
 const char* kHostSchema = R"json({
  "train": {
   "steps": {"type": "integer", "default": 1000, "min": 0, "doc": "optimizer steps"},
-  "batch_size": {"type": "integer", "default": 256, "min": 1, "doc": "training minibatch size"},
+  "batch_size": {"type": "integer", "default": 256, "min": 1, "doc": "training minibatch size; in a distributed run the global batch, split evenly over the processes"},
   "optimizer": {"type": "string", "default": "adamw", "choices": ["adamw"], "doc": "optimizer (decoupled weight decay Adam)"},
   "lr": {"type": "number", "default": 0.001, "min": 0, "doc": "peak learning rate"},
   "weight_decay": {"type": "number", "default": 0.0, "min": 0, "doc": "AdamW weight decay"},
@@ -33,7 +33,8 @@ const char* kHostSchema = R"json({
   "blas_threads": {"type": "integer", "default": 0, "min": 0, "max": 256, "doc": "OpenBLAS threads for the matrix products; 0 leaves OpenBLAS's default (OPENBLAS_NUM_THREADS, else one per core)"},
   "device": {"type": "string", "default": "cpu", "doc": "torch device: cpu, cuda, cuda:1, ..."},
   "checkpoint_every": {"type": "integer", "default": 500, "min": 0, "doc": "write a checkpoint every N steps (and at the end); 0: only at the end"},
-  "log_every": {"type": "integer", "default": 100, "min": 1, "doc": "write a metrics.jsonl line every N steps"}
+  "log_every": {"type": "integer", "default": 100, "min": 1, "doc": "write a metrics.jsonl line every N steps"},
+  "dist_timeout": {"type": "number", "default": 300, "min": 1, "doc": "distributed runs (docs/distributed.md): seconds a process waits for the others at the rendezvous or in a collective before stopping with an error"}
  },
  "sample": {
   "count": {"type": "integer", "default": 1000, "min": 1, "doc": "number of samples to generate"},

@@ -43,11 +43,13 @@ int run_job(const RuntimeRequest& r, core::PluginHost& host) {
   options.checkpoint = r.checkpoint;
   options.eval_label = r.eval_label;
   options.progress_bar = isatty(STDERR_FILENO) && !r.quiet;
+  options.distributed = trains;  // under torchrun (RANK, WORLD_SIZE, ...): data-parallel training
   if (!r.quiet) core::show_progress_on_stderr(options.progress_bar);
   core::Session session(pipeline, host, options);
   if (trains) {
     auto s = session.train();
     spdlog::info("trained steps {}..{} at {:.1f} steps/s; checkpoint {}", s.start_step, s.end_step, s.steps_per_second, s.checkpoint);
+    if (!session.primary()) return kOk;  // rank 0 samples, evaluates and reports
   } else {
     session.load_checkpoint(r.checkpoint);
   }

@@ -42,6 +42,10 @@ void save_checkpoint(SessionState& s) {
   for (size_t i = 0; i < buffers.size(); ++i) a.emplace_back("buffer_" + std::to_string(i), buffers[i]);
   s.optimizer->save(a, "optimizer/");
   a.emplace_back("rng", s.gen.get_state());
+  // A distributed run: `rng` is the data stream (the same on every rank), and each rank's
+  // noise stream is kept too, so that a resume with the same world size continues exactly.
+  a.emplace_back("world_size", torch::tensor(int64_t{s.world.size}));
+  for (size_t r = 0; r < s.rank_streams.size(); ++r) a.emplace_back("rng_rank_" + std::to_string(r), s.rank_streams[r]);
   // Written beside the target and renamed over it: a failed write (full disk, unwritable
   // folder) leaves the previous checkpoints as they were.
   const fs::path file = s.dir.checkpoint(s.step);
@@ -144,6 +148,15 @@ void load_checkpoint(SessionState& s, const fs::path& file) {
     if (rng.scalar_type() != torch::kByte) throw UnreadableCheckpoint("checkpoint '" + file.string() + "': its generator state is damaged");
     s.gen.set_state(rng.clone());
     s.step = step_t.item<int64_t>();
+    s.rank_streams.clear();
+    const torch::Tensor* world = io::find_tensor(a, "world_size");  // absent: written by one process
+    if (world && world->numel() == 1 && world->item<int64_t>() == s.world.size && s.world.distributed()) {
+      for (int r = 0; r < s.world.size; ++r) {
+        torch::Tensor st = get("rng_rank_" + std::to_string(r));
+        if (st.scalar_type() != torch::kByte) throw UnreadableCheckpoint("checkpoint '" + file.string() + "': a rank's generator state is damaged");
+        s.rank_streams.push_back(st.clone());
+      }
+    }
   } catch (const UnreadableCheckpoint&) {
     throw;
   } catch (const Error& e) {

@@ -54,6 +54,19 @@ void FlatAdamW::gather_grads() {
     }
 }
 
+std::vector<torch::Tensor> FlatAdamW::gradients() {
+  gather_grads();
+  std::vector<torch::Tensor> out;
+  for (auto& g : groups_) out.push_back(g.grad);
+  return out;
+}
+
+std::vector<torch::Tensor> FlatAdamW::moments() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& g : groups_) out.push_back(g.exp_avg), out.push_back(g.exp_avg_sq);
+  return out;
+}
+
 void FlatAdamW::zero_grad() {
   gather_grads();
   for (auto& g : groups_) g.grad.zero_();

@@ -28,6 +28,12 @@ class FlatAdamW {
   // The one flat buffer holding every parameter in module order, or undefined when the
   // parameters are not all in one buffer (several dtypes/devices, or frozen ones).
   const torch::Tensor& all_parameters() const { return all_; }
+  // A distributed run: the flat gradient buffers (for the all-reduce), the moment buffers and
+  // the step count (given by rank 0 to every rank at the start).
+  std::vector<torch::Tensor> gradients();
+  std::vector<torch::Tensor> moments() const;
+  int64_t steps_taken() const { return step_; }
+  void set_steps_taken(int64_t steps) { step_ = steps; }
   // The state as named tensors ("<prefix>step", "<prefix>exp_avg_<i>", ...), in a checkpoint.
   void save(io::TensorDict& tensors, const std::string& prefix) const;
   void load(const io::TensorDict& tensors, const std::string& prefix);

@@ -17,9 +17,15 @@ namespace {
 std::atomic<uint64_t> g_live{0};
 std::atomic<uint64_t> g_budget{0};
 
+// LibTorch's raw_allocate() (used by oneDNN's convolutions, among others) requires that a
+// DataPtr's context be its data pointer, so the size of each block lives in a header in front
+// of it instead of in a separate context object. 64 bytes keep c10's 64-byte alignment.
+constexpr size_t kHeader = 64;
+c10::DeleterFnPtr g_inner_free = nullptr;  // the wrapped allocator's raw deleter
+
 class BudgetAllocator final : public c10::Allocator {
  public:
-  explicit BudgetAllocator(c10::Allocator* inner) : inner_(inner) {}
+  explicit BudgetAllocator(c10::Allocator* inner) : inner_(inner) { g_inner_free = inner->raw_deleter(); }
   c10::DataPtr allocate(size_t n) const override {
     const uint64_t budget = g_budget.load(std::memory_order_relaxed);
     const uint64_t live = g_live.fetch_add(n) + n;
@@ -27,30 +33,27 @@ class BudgetAllocator final : public c10::Allocator {
       g_live.fetch_sub(n);
       throw MemoryBudgetExceeded(n, live - n, budget);
     }
-    c10::DataPtr inner;
+    void* base = nullptr;
     try {
-      inner = inner_->allocate(n);
+      base = inner_->raw_allocate(n + kHeader);
     } catch (...) {
       g_live.fetch_sub(n);
       throw;
     }
-    void* data = inner.get();
-    const c10::Device device = inner.device();
-    return {data, new Block{std::move(inner), n}, &release, device};
+    *static_cast<uint64_t*>(base) = n;
+    void* data = static_cast<char*>(base) + kHeader;
+    return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
   }
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
   // Pure virtual in LibTorch >= 2.3 (no `override`, so that 1.13 compiles it too).
   void copy_data(void* dest, const void* src, std::size_t count) const { std::memcpy(dest, src, count); }
 
  private:
-  struct Block {
-    c10::DataPtr memory;
-    uint64_t bytes;
-  };
-  static void release(void* ctx) {
-    auto* b = static_cast<Block*>(ctx);
-    g_live.fetch_sub(b->bytes);
-    delete b;
+  static void release(void* data) {
+    if (!data) return;
+    void* base = static_cast<char*>(data) - kHeader;
+    g_live.fetch_sub(*static_cast<uint64_t*>(base));
+    g_inner_free(base);
   }
   c10::Allocator* inner_;
 };
@@ -117,12 +120,14 @@ uint64_t memory_budget_from_environment() {
 
 void install_memory_budget(uint64_t bytes) {
   static BudgetAllocator* allocator = [] {
-    auto* a = new BudgetAllocator(c10::GetCPUAllocator());  // never freed: tensors may outlive everything
+    c10::Allocator* inner = c10::GetCPUAllocator();
+    // The wrapper frees through the inner allocator's raw deleter; LibTorch's own has one.
+    if (!inner->raw_deleter()) return static_cast<BudgetAllocator*>(nullptr);
+    auto* a = new BudgetAllocator(inner);  // never freed: tensors may outlive everything
     c10::SetCPUAllocator(a, /*priority=*/1);
     return a;
   }();
-  (void)allocator;
-  g_budget = bytes;
+  g_budget = allocator ? bytes : 0;
 }
 
 uint64_t memory_budget() { return g_budget.load(); }

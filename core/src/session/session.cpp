@@ -83,11 +83,23 @@ SessionState::SessionState(const Pipeline& p, PluginHost& h, RunOptions o) : pip
   train_cfg = pipeline.section("train");
   sample_cfg = pipeline.section("sample");
   eval_cfg = pipeline.section("eval");
+  if (options.distributed) world = world_from_environment();
   dir = RunDirectory(options.runs_root, options.run_name.empty() ? pipeline.name : options.run_name);
   dir_string = dir.root().string();
-  dir.create();
-  log_file = open_run_log(dir);
+  if (primary()) {
+    dir.create();
+    log_file = open_run_log(dir);
+  } else {
+    options.progress_bar = false;  // one progress bar and one log: rank 0's
+  }
   device = parse_device(pipeline, train_cfg.get<std::string>("device"));
+  if (world.distributed() && device.is_cuda() && !device.has_index()) device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank));
+  if (world.distributed()) {
+    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(1000 * train_cfg.get<double>("dist_timeout")));
+    group = std::make_unique<ProcessGroup>(world, timeout, device);
+    spdlog::info("rank {} of {} joined (MASTER_ADDR:MASTER_PORT = {}:{})", world.rank, world.size, world.master_addr, world.master_port);
+    if (!primary()) spdlog::set_level(spdlog::level::warn);  // the run's messages come from rank 0
+  }
   keep_freed_memory();
   if (device.is_cpu()) install_memory_budget(memory_budget_from_environment());
   // Two separate pools: LibTorch's intra-op threads and OpenBLAS's. Setting both to the core
@@ -110,6 +122,7 @@ SessionState::SessionState(const Pipeline& p, PluginHost& h, RunOptions o) : pip
     }
   }
   gen = make_generator(device, seed);
+  rank_gen = make_generator(device, seed + 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(world.rank + 1));
   if (!parts.model) throw Error("the pipeline has no model");
   AdamWSettings adam;
   adam.lr = train_cfg.get<double>("lr");
@@ -125,6 +138,7 @@ Session::Session(const Pipeline& pipeline, PluginHost& host, RunOptions options)
 Session::~Session() = default;
 
 const std::string& Session::run_dir() const { return impl_->dir_string; }
+bool Session::primary() const { return impl_->primary(); }
 
 namespace {
 // A refused allocation says which setting asked for it.

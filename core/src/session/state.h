@@ -14,6 +14,7 @@
 #include "flowkit/flowkit.h"
 #include "flowkit/io.h"
 #include "flowkit/parameter_swap.h"
+#include "session/distributed.h"
 #include "session/flat_adamw.h"
 
 namespace flowkit::core {
@@ -65,7 +66,16 @@ struct SessionState {
   torch::Generator gen;
   Config train_cfg, sample_cfg, eval_cfg;
   int64_t last_nfe = 0;                           // of the last policy call
-  std::shared_ptr<spdlog::sinks::sink> log_file;  // the run's log.txt
+  std::shared_ptr<spdlog::sinks::sink> log_file;  // the run's log.txt (rank 0 only)
+
+  // Distributed runs (docs/distributed.md). `gen` is then the data stream, the same on every
+  // rank; `rank_gen` this rank's stream for the loss's noise.
+  WorldInfo world;
+  std::unique_ptr<ProcessGroup> group;      // set when world.distributed()
+  torch::Generator rank_gen;
+  std::vector<torch::Tensor> rank_streams;  // every rank's rank_gen state: gathered for a checkpoint, or loaded from one
+  bool per_rank_data = false;               // the domain's batches are not split by rows: each rank draws its own
+  bool primary() const { return world.rank == 0; }
 
   SessionState(const Pipeline& p, PluginHost& h, RunOptions o);
 };
@@ -84,6 +94,19 @@ void load_latest_checkpoint(SessionState& s);
 void export_weights(SessionState& s);
 // training.cpp
 TrainSummary train_loop(SessionState& s);
+// data_parallel.cpp: the training loop's side of a distributed run; every function is a
+// collective (all ranks call it at the same step).
+void dp_start(SessionState& s);  // checks train.batch_size, gives every rank rank 0's state
+Batch dp_batch(SessionState& s, int64_t global_batch);  // this rank's share of the step's batch
+struct DpStatus {
+  double loss = 0;  // mean over ranks
+  bool non_finite = false, stop = false;
+  std::map<std::string, double> logs;  // means over ranks
+};
+DpStatus dp_status(SessionState& s, double loss, bool stop_requested, const std::map<std::string, double>& logs);
+void dp_average_gradients(SessionState& s);
+void dp_gather_rank_streams(SessionState& s);  // into s.rank_streams, before a checkpoint
+nlohmann::json dp_check_replicas(SessionState& s);  // at the end: the parameters are the same on every rank
 // generation.cpp
 Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torch::Generator& g, int64_t* nfe);
 Policy policy_of(SessionState& s, int64_t steps_override);  // puts the model in eval mode

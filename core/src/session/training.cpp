@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 #include "flowkit/io.h"
 
@@ -112,14 +113,19 @@ TrainSummary train_loop(SessionState& s) {
   Loss* loss = s.parts.loss;
   if (!domain || !model || !loss) throw Error("training needs a domain, a model and a loss");
   TrainSummary summary;
-  const TrainingLock lock(s.dir);
-  io::write_file_atomic(s.dir.resolved_pipeline().string(), s.pipeline.resolved.dump(2) + "\n");
-  if (s.options.resume) {
-    load_latest_checkpoint(s);
-  } else if (s.dir.has_checkpoint()) {
-    throw Error("run directory '" + s.dir_string +
-                "' already holds checkpoints; use --resume to continue it or --name to start another run");
+  // Rank 0 owns the run directory: the lock, the resolved pipeline, checkpoints and logs.
+  std::optional<TrainingLock> lock;
+  if (s.primary()) {
+    lock.emplace(s.dir);
+    io::write_file_atomic(s.dir.resolved_pipeline().string(), s.pipeline.resolved.dump(2) + "\n");
+    if (s.options.resume) {
+      load_latest_checkpoint(s);
+    } else if (s.dir.has_checkpoint()) {
+      throw Error("run directory '" + s.dir_string +
+                  "' already holds checkpoints; use --resume to continue it or --name to start another run");
+    }
   }
+  if (s.group) dp_start(s);  // every rank from rank 0's parameters, optimizer state and step
   const Config& train = s.train_cfg;
   const int64_t total = train.get<int64_t>("steps");
   const int64_t batch_size = train.get<int64_t>("batch_size");
@@ -138,23 +144,42 @@ TrainSummary train_loop(SessionState& s) {
   const int64_t stop = s.options.stop_at_step >= 0 ? std::min(s.options.stop_at_step, total) : total;
   const StopSignals signals;
   auto session_line = [&](double seconds) {  // one per training session: a resumed run's time is their sum
-    append_json_line(s.dir.metrics(), {{"train_session", {{"start_step", summary.start_step}, {"end_step", s.step}, {"seconds", seconds}}}});
+    if (s.primary())
+      append_json_line(s.dir.metrics(), {{"train_session", {{"start_step", summary.start_step}, {"end_step", s.step}, {"seconds", seconds},
+                                                            {"world_size", s.world.size}}}});
+  };
+  // A checkpoint of a distributed run holds every rank's noise stream (a collective); rank 0 writes it.
+  auto checkpoint = [&] {
+    if (s.group) dp_gather_rank_streams(s);
+    if (s.primary()) save_checkpoint(s);
+  };
+  auto interrupted = [&](int sig) {
+    if (s.options.progress_bar) fmt::print(stderr, "\n");
+    checkpoint();
+    session_line(std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count());
+    return TrainingInterrupted(sig, s.step, s.dir.last_checkpoint().string());
   };
   while (s.step < stop) {
-    if (const int sig = signals.received()) {
-      if (s.options.progress_bar) fmt::print(stderr, "\n");
-      save_checkpoint(s);
-      session_line(std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count());
-      throw TrainingInterrupted(sig, s.step, s.dir.last_checkpoint().string());
-    }
+    if (!s.group)
+      if (const int sig = signals.received()) throw interrupted(sig);
     const double lr = schedule.at(s.step);
     s.optimizer->set_lr(lr);
-    Batch batch = domain->train_batch(batch_size, s.gen).to(s.device);
-    LossOutput out = loss->compute(*model, s.parts.path, batch, s.gen);
-    const double value = out.loss.item<double>();
+    // A distributed step: this rank's share of the global batch, its own noise stream.
+    Batch batch = s.group ? dp_batch(s, batch_size) : domain->train_batch(batch_size, s.gen).to(s.device);
+    LossOutput out = loss->compute(*model, s.parts.path, batch, s.group ? s.rank_gen : s.gen);
+    double value = out.loss.item<double>();
+    if (s.group) {
+      // All ranks learn together whether one diverged or was asked to stop, and log the means.
+      DpStatus st = dp_status(s, value, signals.received() != 0, out.logs);
+      if (st.non_finite) fail_non_finite(s, std::isfinite(value) ? "loss on another rank" : "loss", value);
+      if (st.stop) throw interrupted(signals.received() ? signals.received() : SIGTERM);
+      value = st.loss;
+      out.logs = st.logs;
+    }
     if (!std::isfinite(value)) fail_non_finite(s, "loss", value);
     s.optimizer->zero_grad();
     out.loss.backward();
+    if (s.group) dp_average_gradients(s);  // then the local norm is the global one, and every rank steps alike
     // The norm is a curve in the report; without clipping it is computed on logged steps only.
     const bool logs_this_step = (s.step + 1) % log_every == 0 || s.step + 1 == stop;
     double grad_norm = 0;
@@ -162,7 +187,7 @@ TrainSummary train_loop(SessionState& s) {
     else if (logs_this_step) grad_norm = s.optimizer->clip_grad_norm(std::numeric_limits<double>::infinity());
     if (!std::isfinite(grad_norm)) fail_non_finite(s, "gradient norm", grad_norm);
     s.optimizer->step();
-    s.ema->update(s.step);
+    if (s.primary()) s.ema->update(s.step);  // every rank holds the same parameters: one average suffices
     ++s.step;
     loss_sum += value;
     ++loss_count;
@@ -172,7 +197,7 @@ TrainSummary train_loop(SessionState& s) {
     auto now = std::chrono::steady_clock::now();
     // On a terminal the bar is redrawn a few times a second; log lines keep their interval.
     const bool draw_now = s.options.progress_bar && (log_now || now - last_draw > std::chrono::milliseconds(200));
-    if (log_now || draw_now) {
+    if (s.primary() && (log_now || draw_now)) {
       const double secs = std::chrono::duration<double>(now - t_window).count();
       const double rate = static_cast<double>(s.step - window_start) / std::max(secs, 1e-9);
       std::string msg = fmt::format("step {}/{}  loss {:.5f}  {:.1f} it/s  ETA {}", s.step, total, loss_sum / loss_count,
@@ -197,9 +222,13 @@ TrainSummary train_loop(SessionState& s) {
         loss_count = 0;
       }
     }
-    if ((ckpt_every > 0 && s.step % ckpt_every == 0) || last) save_checkpoint(s);
+    if ((ckpt_every > 0 && s.step % ckpt_every == 0) || last) checkpoint();
   }
-  export_weights(s);
+  if (s.group) {
+    nlohmann::json replicas = dp_check_replicas(s);
+    if (s.primary()) append_json_line(s.dir.metrics(), {{"distributed", replicas}});
+  }
+  if (s.primary()) export_weights(s);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   summary.end_step = s.step;
   summary.steps_per_second = static_cast<double>(s.step - summary.start_step) / std::max(secs, 1e-9);

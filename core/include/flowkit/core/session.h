@@ -21,6 +21,10 @@ struct RunOptions {
   bool progress_bar = false;       // redraw one line on a terminal; plain lines otherwise
   int64_t stop_at_step = -1;       // stop (with a checkpoint) at this step, as if interrupted
   std::string eval_label;          // eval: store the metrics as evals/<label>.json, not eval.json
+  // Join the distributed run that RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT describe (torchrun,
+  // mpirun/srun wrappers; docs/distributed.md), if WORLD_SIZE > 1. Rank 0 alone writes the run
+  // directory; the others train and stop.
+  bool distributed = false;
 };
 
 // What `train` did.
@@ -49,6 +53,8 @@ class Session {
   ~Session();
 
   const std::string& run_dir() const;
+  // False on the ranks other than 0 of a distributed run (they neither sample nor evaluate).
+  bool primary() const;
   // Trains to train.steps (or RunOptions::stop_at_step). One training process per run
   // directory (a lock); SIGINT/SIGTERM end it after the current step with a checkpoint
   // (TrainingInterrupted). A corrupt last.pt on resume falls back to the newest valid

@@ -44,7 +44,7 @@ namespace {
 
 struct Options {
   std::string run_dir, checkpoint, synthetic;
-  int64_t steps = 0, calls = 300, batch = 200, episodes = 0, warmup = 0, threads = 1, blas_threads = 1;
+  int64_t steps = 0, calls = 300, batch = 200, episodes = 0, warmup = 0, threads = 1, blas_threads = 0;
   uint64_t seed = 1234;
   std::vector<std::string> obs_files, domain_set, plugin_paths;
 };
@@ -146,7 +146,7 @@ int run(const Options& o) {
   search.plugin_paths = o.plugin_paths;
   flowkit::core::PluginHost host(search);
   auto session = flowkit::core::open_run(o.run_dir, host, o.checkpoint);
-  flowkit::core::set_blas_threads(static_cast<int>(o.blas_threads));  // after open_run, which applies the run's own
+  if (o.blas_threads > 0) flowkit::core::set_blas_threads(static_cast<int>(o.blas_threads));  // after open_run, which applies the run's own
   flowkit::Policy act = flowkit::core::make_policy(*session, o.steps);
 
   const flowkit::core::Pipeline pipeline = run_pipeline(o, host);
@@ -248,8 +248,8 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);
   app.add_option("--seed", o.seed, "seed of the policy's and the observations' generator");
   app.add_option("--threads", o.threads, "torch intra-op threads")->check(CLI::PositiveNumber);
-  app.add_option("--blas-threads", o.blas_threads, "OpenBLAS threads (1: a batch-1 call gains nothing from more, and a busy machine makes them slow)")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--blas-threads", o.blas_threads, "OpenBLAS threads (0: the run's train.blas_threads; docs/performance.md measures 1 and 2)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--checkpoint", o.checkpoint, "checkpoint to load (default: the run's last)");
   app.add_option("--plugin-path", o.plugin_paths, "extra plugin directory (repeatable)")->allow_extra_args(false);
   try {

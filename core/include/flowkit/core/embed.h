@@ -22,10 +22,9 @@ Policy make_policy(Session& session, int64_t steps = 0);
 // Network evaluations of the last policy call (1 for a one-step policy).
 int64_t last_policy_nfe(Session& session);
 
-// OpenBLAS's thread count for the whole process (a no-op with another BLAS). A policy should
-// use 1: a batch-1 call gains nothing from a second BLAS thread, and when the machine is busy
-// the hand-over to it costs a scheduler tick — measured p99 60 ms instead of 0.3-0.8 ms
-// (docs/performance.md). open_run applies the run's train.blas_threads; set this after it.
+// OpenBLAS's thread count for the whole process (a no-op with another BLAS). open_run applies
+// the run's train.blas_threads; call this after it. docs/performance.md measures 1 and 2
+// threads for a batch-1 policy, idle and beside busy processes.
 void set_blas_threads(int n);
 
 }  // namespace flowkit::core

@@ -380,6 +380,83 @@ double wrap01(double f) {
   return w >= 1.0 ? 0.0 : w;
 }
 
+// ---- site order of pymatgen's CifParser --------------------------------------------------
+// pymatgen's Element.X (pymatgen/core/periodic_table.json, Pauling scale) for Z = 1..103, NaN
+// for He, Ne, Ar. Used only to put the sites in pymatgen's order; it is not SMACT's table
+// (pauling_electronegativity, used by the validity metric), which differs for some elements
+// (SMACT's Zr = 0.33, pymatgen's 1.33).
+static const double kPymatgenX[kMaxZ] = {
+    2.2, kNaN, 0.98, 1.57, 2.04, 2.55, 3.04, 3.44, 3.98, kNaN, 0.93, 1.31, 1.61, 1.9, 2.19, 2.58, 3.16,
+    kNaN, 0.82, 1.0, 1.36, 1.54, 1.63, 1.66, 1.55, 1.83, 1.88, 1.91, 1.9, 1.65, 1.81, 2.01, 2.18, 2.55,
+    2.96, 3.0, 0.82, 0.95, 1.22, 1.33, 1.6, 2.16, 1.9, 2.2, 2.28, 2.2, 1.93, 1.69, 1.78, 1.96, 2.05,
+    2.1, 2.66, 2.6, 0.79, 0.89, 1.1, 1.12, 1.13, 1.14, 1.13, 1.17, 1.2, 1.2, 1.1, 1.22, 1.23, 1.24,
+    1.25, 1.1, 1.27, 1.3, 1.5, 2.36, 1.9, 2.2, 2.2, 2.28, 2.54, 2.0, 1.62, 2.33, 2.02, 2.0, 2.2, 2.2,
+    0.7, 0.9, 1.1, 1.3, 1.5, 1.38, 1.36, 1.28, 1.3, 1.3, 1.3, 1.3, 1.3, 1.3, 1.3, 1.3, 1.3
+};
+
+double pymatgen_x(int z) { return kPymatgenX[z - 1]; }
+
+// The order in which pymatgen's CifParser (Structure.from_str(..., fmt="cif")) returns the
+// sites, which matters downstream: StructureMatcher.get_rms_dist anchors its translations on
+// the first site of the reference's rarest species, so near stol its verdict depends on the
+// site order (5 of the 376 perov-5 polymorph pairs flip between file order and this order).
+// CifParser._get_structure groups the sites by species in Composition order (for single
+// elements: descending Element order, i.e. X with NaN as +inf, ties by symbol); each group
+// keeps the read order (rows, then symmetry images). Structure.get_sorted_structure() then
+// sorts with Site.__lt__: average electronegativity ascending, ties (and NaN) by symbol.
+// Stable either way, so sites of one element always keep the read order. With He, Ne or Ar
+// Site.__lt__ is not a strict weak order and the result is whatever CPython's list.sort
+// makes of it: reproduced exactly below for fewer than 64 sites (CPython's count_run plus
+// binary insertion); above that a stable sort, exact whenever no noble gas is present.
+void order_sites_as_pymatgen(Crystal& c) {
+  const size_t n = c.size();
+  if (n < 2) return;
+  std::vector<size_t> s(n);
+  std::iota(s.begin(), s.end(), size_t{0});
+  auto element_less = [&](int a, int b) {  // pymatgen Element.__lt__
+    const double xa = std::isnan(pymatgen_x(a)) ? std::numeric_limits<double>::infinity() : pymatgen_x(a);
+    const double xb = std::isnan(pymatgen_x(b)) ? std::numeric_limits<double>::infinity() : pymatgen_x(b);
+    if (xa != xb) return xa < xb;
+    return element_symbol(a) < element_symbol(b);
+  };
+  std::stable_sort(s.begin(), s.end(), [&](size_t a, size_t b) { return element_less(c.z[b], c.z[a]); });
+  auto site_less = [&](size_t a, size_t b) {  // pymatgen Site.__lt__ (NaN compares false)
+    const double xa = pymatgen_x(c.z[a]), xb = pymatgen_x(c.z[b]);
+    if (xa < xb) return true;
+    if (xa > xb) return false;
+    return element_symbol(c.z[a]) < element_symbol(c.z[b]);
+  };
+  if (n < 64) {
+    // CPython listsort for n < minrun: the leading run (reversed when strictly descending),
+    // then binary insertion of the rest.
+    size_t run = 2;
+    if (site_less(s[1], s[0])) {
+      while (run < n && site_less(s[run], s[run - 1])) ++run;
+      std::reverse(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(run));
+    } else {
+      while (run < n && !site_less(s[run], s[run - 1])) ++run;
+    }
+    for (size_t start = run; start < n; ++start) {
+      const size_t pivot = s[start];
+      size_t l = 0, r = start;
+      while (l < r) {
+        const size_t p = l + ((r - l) >> 1);
+        if (site_less(pivot, s[p])) r = p;
+        else l = p + 1;
+      }
+      for (size_t k = start; k > l; --k) s[k] = s[k - 1];
+      s[l] = pivot;
+    }
+  } else {
+    std::stable_sort(s.begin(), s.end(), site_less);
+  }
+  std::vector<Vec3> frac(n);
+  std::vector<int> z(n);
+  for (size_t i = 0; i < n; ++i) frac[i] = c.frac[s[i]], z[i] = c.z[s[i]];
+  c.frac.swap(frac);
+  c.z.swap(z);
+}
+
 Crystal block_to_crystal(const CifBlock& b) {
   auto scalar = [&](const std::string& tag) -> double {
     auto it = b.items.find(tag);
@@ -447,6 +524,11 @@ Crystal block_to_crystal(const CifBlock& b) {
     } catch (const CifError& e) {
       throw CifError(e.field(), std::string(e.what()).substr(e.field().size() + 2) + where);
     }
+    // CifParser._sanitize_data: a coordinate within 1e-4 (relative) of 1/3 or 2/3 as written
+    // (before wrapping and symmetry) is taken to be that third; -0.3333 is left alone.
+    for (double& v : f)
+      for (double third : {1.0 / 3.0, 2.0 / 3.0})
+        if (std::abs(1 - v / third) < 1e-4) v = third;
     for (const SymOp& op : ops) {
       Vec3 g;
       for (int k = 0; k < 3; ++k) g[k] = wrap01(op.r[k][0] * f[0] + op.r[k][1] * f[1] + op.r[k][2] * f[2] + op.t[k]);
@@ -467,6 +549,7 @@ Crystal block_to_crystal(const CifBlock& b) {
     }
   }
   if (c.z.empty()) throw CifError("_atom_site_fract_x", "the atom_site loop has no rows");
+  order_sites_as_pymatgen(c);  // as CifParser returns them (get_sorted_structure)
   return c;
 }
 

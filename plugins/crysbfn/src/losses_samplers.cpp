@@ -269,6 +269,15 @@ flowkit::LossOutput DiffusionLoss::compute(flowkit::Model& model, const flowkit:
   return r;
 }
 
+std::vector<int64_t> diffusion_grid(int64_t T, int64_t n, bool leading) {
+  std::vector<int64_t> s(static_cast<size_t>(n) + 1, 0);
+  for (int64_t k = 0; k < n; ++k) {
+    if (leading) s[static_cast<size_t>(k)] = 1 + (n - 1 - k) * (T / n);
+    else s[static_cast<size_t>(k)] = n == 1 ? T : static_cast<int64_t>(std::llround(T - double(k) * double(T - 1) / double(n - 1)));
+  }
+  return s;
+}
+
 flowkit::SolveResult DiffusionSampler::sample(flowkit::Model& model, const flowkit::Path* path, const flowkit::SampleRequest& req,
                                               torch::Generator& gen) const {
   const std::string who = "crysbfn.diffusion_sampler";
@@ -283,10 +292,7 @@ flowkit::SolveResult DiffusionSampler::sample(flowkit::Model& model, const flowk
   const int64_t B = req.n, A = comp.batch.size(0);
   auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
   auto draw = [&](std::vector<int64_t> shape) { return flowkit::random::randn(shape, gen, f32); };
-  // Indices T = s_1 > ... > s_n >= 1, then 0.
-  std::vector<int64_t> s(static_cast<size_t>(n) + 1, 0);
-  for (int64_t k = 0; k < n; ++k)
-    s[static_cast<size_t>(k)] = n == 1 ? T : static_cast<int64_t>(std::llround(T - double(k) * double(T - 1) / double(n - 1)));
+  const std::vector<int64_t> s = diffusion_grid(T, n, leading_grid_);
   auto abar = flow.alpha_bar().to(torch::kCPU).contiguous();
   auto sig = flow.sigma().to(torch::kCPU).contiguous();
   auto nrm = flow.sigma_norm().to(torch::kCPU).contiguous();
@@ -368,7 +374,8 @@ std::unique_ptr<flowkit::Component> make_diffusion_sampler(const flowkit::Config
   const int64_t steps = cfg.get<int64_t>("steps");
   const bool corrector = cfg.get<bool>("corrector");
   const double step_lr = cfg.get<double>("step_lr");
-  return std::make_unique<DiffusionSampler>(steps, corrector, step_lr, cfg.get<bool>("deterministic"));
+  const bool leading = cfg.get<std::string>("grid") == "leading";
+  return std::make_unique<DiffusionSampler>(steps, corrector, step_lr, cfg.get<bool>("deterministic"), leading);
 }
 
 }  // namespace crysbfn

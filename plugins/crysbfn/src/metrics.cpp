@@ -61,9 +61,12 @@ Mat3 niggli_reduce(const Mat3& lattice, double tol) {
   double A, Bv, C, E, N, Y;
   for (int iter = 0; iter < 100; ++iter) {
     gram(A, Bv, C, E, N, Y);
+    // As pymatgen's get_niggli_reduced_lattice: after A1 the A2 test and the signs l, m, n of
+    // A3/A4 still use the values from before A1 (pymatgen recomputes them only after A4), so
+    // the result can be a mixed-sign form (e.g. 72°, 69°, 107°) instead of the Niggli cell.
+    // The matcher follows it: the basis decides which primitive cell is found first.
     if (Bv + e < A || (std::abs(A - Bv) < e && std::abs(E) > std::abs(N) + e)) {  // A1
       apply({Vec3{0, -1, 0}, Vec3{-1, 0, 0}, Vec3{0, 0, -1}});
-      gram(A, Bv, C, E, N, Y);
     }
     if (C + e < Bv || (std::abs(Bv - C) < e && std::abs(N) > std::abs(Y) + e)) {  // A2
       apply({Vec3{-1, 0, 0}, Vec3{0, 0, -1}, Vec3{0, -1, 0}});
@@ -197,6 +200,164 @@ static Mat3 scaled(const Mat3& m, double s) {
   return r;
 }
 
+// ---- primitive cell (pymatgen Structure.get_primitive_structure) -------------------------
+
+// numpy's np.round (half to even); the C code that pymatgen's Cython calls rounds half away.
+static double np_round(double x) { return std::nearbyint(x); }
+
+static bool periodic_close(const Vec3& a, const Vec3& b, const Vec3& tol) {
+  for (int k = 0; k < 3; ++k) {
+    double d = a[k] - b[k];
+    if (!(std::abs(d - np_round(d)) < tol[k])) return false;
+  }
+  return true;
+}
+
+// Structure.get_primitive_structure(tolerance) with use_site_props=False and no lattice
+// constraint, step for step: sites grouped by species symbol (a stable sort of the symbols),
+// candidate translations from the smallest group, every Hermite normal form of determinant
+// dividing the gcd of the group sizes (in pymatgen's order), the first that maps every group
+// onto itself in cliques of `det` sites, positions averaged over each clique; recursively, then
+// Niggli-reduced. Returns the structure unchanged (site order kept) when no smaller cell exists.
+static Crystal primitive_structure(const Crystal& s, double tol) {
+  const size_t n = s.size();
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return element_symbol(s.z[a]) < element_symbol(s.z[b]); });
+  std::vector<std::vector<size_t>> groups;
+  for (size_t i : order) {
+    if (groups.empty() || element_symbol(s.z[groups.back()[0]]) != element_symbol(s.z[i])) groups.emplace_back();
+    groups.back().push_back(i);
+  }
+  long fu = 0;
+  for (const auto& g : groups) fu = std::gcd(fu, static_cast<long>(g.size()));
+  if (fu <= 1) return s;  // no supercell matrix of determinant > 1 to try: pymatgen's self.copy()
+
+  const size_t G = groups.size();
+  std::vector<std::vector<Vec3>> gf(G);
+  for (size_t g = 0; g < G; ++g)
+    for (size_t i : groups[g]) gf[g].push_back(s.frac[i]);
+  Vec3 super_ftol, super_ftol_2;
+  for (int k = 0; k < 3; ++k) super_ftol[k] = tol / norm(s.lattice[k]), super_ftol_2[k] = 2 * super_ftol[k];
+
+  // Approximate periodicities: differences within the smallest group that map every site of
+  // every group onto a site of the same group (within twice the tolerance).
+  size_t smallest = 0;
+  for (size_t g = 1; g < G; ++g)
+    if (gf[g].size() < gf[smallest].size()) smallest = g;
+  std::vector<Vec3> min_vecs;
+  for (const Vec3& f : gf[smallest]) min_vecs.push_back(sub(f, gf[smallest][0]));
+  std::vector<size_t> by_size(G);
+  std::iota(by_size.begin(), by_size.end(), size_t{0});
+  std::stable_sort(by_size.begin(), by_size.end(), [&](size_t a, size_t b) { return gf[a].size() < gf[b].size(); });
+  for (size_t g : by_size)
+    for (const Vec3& f : gf[g]) {
+      std::vector<Vec3> kept;
+      for (const Vec3& v : min_vecs)
+        for (const Vec3& w : gf[g])
+          if (periodic_close(v, sub(w, f), super_ftol_2)) {
+            kept.push_back(v);
+            break;
+          }
+      min_vecs.swap(kept);
+    }
+
+  // Sites may not be grouped with their neighbours in the supercell.
+  std::vector<std::vector<char>> non_nbrs(G);
+  for (size_t g = 0; g < G; ++g) {
+    const size_t m = gf[g].size();
+    non_nbrs[g].assign(m * m, 0);
+    for (size_t i = 0; i < m; ++i)
+      for (size_t j = 0; j < m; ++j) {
+        bool far = i == j;
+        for (int k = 0; k < 3 && !far; ++k) {
+          double d = gf[g][j][k] - gf[g][i][k];
+          far = std::abs(d - np_round(d)) > 2 * super_ftol[k];
+        }
+        non_nbrs[g][i * m + j] = far;
+      }
+  }
+
+  auto divisors = [](long v) {
+    std::vector<long> r;
+    for (long i = 1; i <= v; ++i)
+      if (v % i == 0) r.push_back(i);
+    return r;
+  };
+  for (long det_m : divisors(fu)) {
+    if (det_m == 1) continue;
+    for (long a : divisors(det_m))
+      for (long e : divisors(det_m / a)) {
+        const long gg = det_m / a / e;
+        for (long b = 0; b < a; ++b)
+          for (long c = 0; c < a; ++c)
+            for (long f = 0; f < e; ++f) {
+              const Mat3 m{Vec3{double(a), double(b), double(c)}, Vec3{0.0, double(e), double(f)}, Vec3{0.0, 0.0, double(gg)}};
+              const Mat3 inv_m = inverse(m);
+              bool lattice_ok = true;
+              for (int r = 0; r < 3 && lattice_ok; ++r)
+                lattice_ok = std::any_of(min_vecs.begin(), min_vecs.end(),
+                                         [&](const Vec3& v) { return periodic_close(inv_m[r], v, super_ftol); });
+              if (!lattice_ok) continue;
+              const Mat3 new_m = matmul(inv_m, s.lattice);
+              Vec3 ftol;
+              for (int k = 0; k < 3; ++k) ftol[k] = tol / norm(new_m[k]);
+              bool valid = true;
+              Crystal p;
+              p.id = s.id;
+              p.lattice = new_m;
+              for (size_t g = 0; g < G && valid; ++g) {
+                const size_t cnt = gf[g].size();
+                std::vector<Vec3> all_frac(cnt), new_f(cnt);
+                for (size_t i = 0; i < cnt; ++i) {
+                  all_frac[i] = row_times(gf[g][i], m);
+                  for (int k = 0; k < 3; ++k) new_f[i][k] = all_frac[i][k] - std::floor(all_frac[i][k]);
+                }
+                std::vector<char> grp(cnt * cnt);
+                for (size_t i = 0; i < cnt; ++i)
+                  for (size_t j = 0; j < cnt; ++j) {
+                    bool close = true;
+                    for (int k = 0; k < 3 && close; ++k) {
+                      double d = all_frac[i][k] - all_frac[j][k];
+                      close = std::abs(d - np_round(d)) < ftol[k];
+                    }
+                    grp[i * cnt + j] = close && non_nbrs[g][i * cnt + j];
+                  }
+                for (size_t j = 0; j < cnt && valid; ++j) {
+                  long col = 0;
+                  for (size_t i = 0; i < cnt; ++i) col += grp[i * cnt + j];
+                  valid = col == det_m;
+                }
+                for (size_t i = 0; i < cnt && valid; ++i)
+                  for (size_t x = 0; x < cnt && valid; ++x)
+                    for (size_t y = 0; y < cnt && valid; ++y)
+                      if (grp[i * cnt + x] && grp[i * cnt + y]) valid = grp[x * cnt + y];
+                if (!valid) break;
+                std::vector<char> added(cnt, 0);
+                for (size_t i = 0; i < cnt; ++i) {
+                  if (added[i]) continue;
+                  std::vector<size_t> members;
+                  for (size_t j = 0; j < cnt; ++j)
+                    if (grp[i * cnt + j]) added[j] = 1, members.push_back(j);
+                  Vec3 coords = new_f[members[0]];
+                  for (size_t q = 1; q < members.size(); ++q) {
+                    Vec3 offset = sub(new_f[members[q]], coords);
+                    for (int k = 0; k < 3; ++k) coords[k] += (offset[k] - np_round(offset[k])) / double(q + 1);
+                  }
+                  p.z.push_back(s.z[groups[g][members[0]]]);
+                  p.frac.push_back(coords);
+                }
+              }
+              if (!valid) continue;
+              Crystal q = primitive_structure(p, tol);
+              return rebased(q, niggli_reduce(q.lattice));  // .get_reduced_structure()
+            }
+      }
+  }
+  return s;
+}
+
 // ---- StructureMatcher -------------------------------------------------------------------
 
 MatchResult match_structures(const Crystal& pred_in, const Crystal& ref_in, const MatcherOptions& o) {
@@ -206,12 +367,20 @@ MatchResult match_structures(const Crystal& pred_in, const Crystal& ref_in, cons
     res.reason = "invalid";
     return res;
   }
-  if (pred_in.size() != ref_in.size()) {
+  // pymatgen _get_reduced_structure: Niggli, then the primitive cell (Niggli-reduced again
+  // when smaller). Site counts and compositions are compared after the reduction.
+  auto reduced = [&](const Crystal& c) {
+    Crystal r = o.niggli ? rebased(c, niggli_reduce(c.lattice)) : c;
+    return o.primitive_cell ? primitive_structure(r, 0.25) : r;
+  };
+  Crystal s1 = reduced(pred_in);
+  Crystal s2 = reduced(ref_in);
+  if (s1.size() != s2.size()) {
     res.reason = "site_count";
     return res;
   }
   {
-    std::vector<int> a = pred_in.z, b = ref_in.z;
+    std::vector<int> a = s1.z, b = s2.z;
     std::sort(a.begin(), a.end());
     std::sort(b.begin(), b.end());
     if (a != b) {
@@ -219,8 +388,6 @@ MatchResult match_structures(const Crystal& pred_in, const Crystal& ref_in, cons
       return res;
     }
   }
-  Crystal s1 = o.niggli ? rebased(pred_in, niggli_reduce(pred_in.lattice)) : pred_in;
-  Crystal s2 = o.niggli ? rebased(ref_in, niggli_reduce(ref_in.lattice)) : ref_in;
   if (o.scale) {
     const double ratio = std::pow(s2.volume() / s1.volume(), 1.0 / 6.0);
     s1.lattice = scaled(s1.lattice, ratio);
@@ -230,7 +397,10 @@ MatchResult match_structures(const Crystal& pred_in, const Crystal& ref_in, cons
   std::vector<Vec3> cart1;
   for (const auto& f : s1.frac) cart1.push_back(row_times(f, s1.lattice));
 
-  // mask[i][j] (i: s2 site, j: s1 site) = species differ; anchor = s2 site with most forbidden partners.
+  // mask[i][j] (i: s2 site, j: s1 site) = species differ; anchor = s2 site with most forbidden partners
+  // (the first such, as np.argmax). The coarse and LLL tolerance screens below depend on which site
+  // is the anchor, so near stol the verdict depends on s2's site order, as in pymatgen: structures
+  // read from CIF must come in pymatgen's CifParser order (parse_cif does that) to get its answer.
   std::vector<char> mask(static_cast<size_t>(n) * n);
   int anchor = 0, most = -1;
   for (int i = 0; i < n; ++i) {

@@ -8,6 +8,8 @@
 #include "dm1/dm1.h"
 #include "flowkit/capability.h"
 #include "flowkit/core/diagnostics.h"
+#include "flowkit/error.h"
+#include "flowkit/path.h"
 #include "test_util.h"
 
 using namespace dm1;
@@ -54,6 +56,58 @@ struct AnalyticU : flowkit::Model {
   }
   torch::nn::Module& module() override { return dummy; }
 };
+
+// The analytic flow of AnalyticU plus an offset delta = c0 + a t + b r + k z whose
+// coefficients are parameters (so the loss's gradient can be checked), recording the inputs of
+// its last call (compute()'s plain forward pass after the JVP).
+struct OffsetAnalyticU : flowkit::Model {
+  AnalyticU exact;
+  torch::nn::Module params;
+  torch::Tensor c0, a, b, k;
+  torch::Tensor seen_z, seen_t, seen_r;
+  int calls = 0;
+  OffsetAnalyticU(double m, double s, double c0_, double a_, double b_, double k_) : exact(m, s) {
+    auto o = torch::TensorOptions().dtype(torch::kDouble);
+    c0 = params.register_parameter("c0", torch::full({}, c0_, o));
+    a = params.register_parameter("a", torch::full({}, a_, o));
+    b = params.register_parameter("b", torch::full({}, b_, o));
+    k = params.register_parameter("k", torch::full({}, k_, o));
+  }
+  torch::Tensor forward(const torch::Tensor& z, const torch::Tensor& t, const flowkit::Conditioning& cond) override {
+    ++calls;
+    seen_z = z, seen_t = t, seen_r = cond.at("r");
+    torch::Tensor tb = t.reshape({-1, 1}), rb = cond.at("r").reshape({-1, 1});
+    return exact.forward(z, t, cond) + c0 + a * tb + b * rb + k * z;
+  }
+  torch::nn::Module& module() override { return params; }
+};
+
+// A path whose prior is a fixed tensor (the loss's eps, known to the test).
+struct FixedPrior : flowkit::Path {
+  torch::Tensor eps;
+  explicit FixedPrior(torch::Tensor e) : eps(std::move(e)) {}
+  flowkit::PathSample sample(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) const override {
+    throw flowkit::Error("FixedPrior: sample() is not used by dm1.meanflow");
+  }
+  torch::Tensor prior(int64_t n, const std::vector<int64_t>& item, torch::Generator&,
+                      const torch::TensorOptions& options) const override {
+    std::vector<int64_t> shape{n};
+    shape.insert(shape.end(), item.begin(), item.end());
+    EXPECT_EQ(eps.sizes(), torch::IntArrayRef(shape));
+    return eps.to(options);
+  }
+};
+
+// Standard normal CDF, and the KS statistic of values that should be U(0, 1).
+torch::Tensor normal_cdf(const torch::Tensor& z) { return 0.5 * torch::erfc(-z / std::sqrt(2.0)); }
+double ks_uniform(const torch::Tensor& u_in) {
+  torch::Tensor u = std::get<0>(u_in.to(torch::kDouble).flatten().sort());
+  const int64_t n = u.size(0);
+  auto o = torch::TensorOptions().dtype(torch::kDouble);
+  torch::Tensor hi = torch::arange(1, n + 1, o) / n, lo = torch::arange(0, n, o) / n;
+  return std::max((hi - u).max().item<double>(), (u - lo).max().item<double>());
+}
+double ks_critical(int64_t n) { return 1.95 / std::sqrt(static_cast<double>(n)); }  // 0.1% level
 
 }  // namespace
 
@@ -123,6 +177,148 @@ TEST(Dm1MeanFlow, TimeSamplerRatioAndOrder) {
   EXPECT_TRUE(((t > 0) & (t < 1)).all().item<bool>());
   // logit-normal(-0.4, 1): median of max(a, b) above sigmoid(-0.4) = 0.401.
   EXPECT_GT(t.median().item<double>(), 0.40);
+}
+
+// MeanFlowLoss::compute itself against the analytic flow of 1-D Gaussian data N(m, s^2) per
+// coordinate (AnalyticU). With z = (1 - t) x + t eps, v = eps - x and u the exact average
+// velocity of the marginal field V, the target v - (t - r) du/dt differs from u by
+// (V(z, t) - v)(1 - (t - r) d_z u) = (V(z, t) - v) sigma_r / sigma_t for ANY pair (x, eps): the
+// per-element error of the exact model is e = (sigma_r / sigma_t)(V - v), which is 0 for point
+// data (s = 0, x = m). An offset delta = c0 + a t + b r + k z adds delta + (t - r)(a + k v)
+// (its du/dt along the tangents (v, 1, 0) is k v + a). mse: mean of e^2 over every element;
+// adaptive: mean_i l_i / (l_i + c)^p with l_i = sum_dims e^2 and the weight stop-gradiented.
+TEST(Dm1MeanFlow, LossOfTheAnalyticFlowIsItsClosedForm) {
+  const auto o = torch::TensorOptions().dtype(torch::kDouble);
+  const int64_t B = 512, d = 3;
+  const double m = 0.7;
+  auto dg = at::detail::createCPUGenerator(40);
+  torch::Tensor eps = torch::randn({B, d}, dg, o);
+  FixedPrior path(eps);
+  struct Case {
+    double s, c0, a, b, k;
+    double ratio;
+    std::string weighting = "mse";
+    double p = 1, c = 0.01;
+  };
+  const std::vector<Case> cases = {
+      {0.0, 0, 0, 0, 0, 0.5},           // point data, exact u: zero loss for r = t and r != t rows
+      {0.0, 0, 0, 0, 0, 1.0},
+      {0.0, 0, 0, 0, 0, 0.0},
+      {0.3, 0, 0, 0, 0, 0.5},           // Gaussian data: the closed-form irreducible error
+      {0.3, 0, 0, 0, 0, 1.0},
+      {0.0, 0.05, 0.3, -0.2, 0.15, 0.5},  // off by a known offset
+      {0.3, 0.05, 0.3, -0.2, 0.15, 0.25},
+      {0.3, 0.05, 0.3, -0.2, 0.15, 0.5, "adaptive", 1.0, 0.01},
+      {0.3, 0.05, 0.3, -0.2, 0.15, 0.5, "adaptive", 0.5, 0.2}};
+  for (const char* jvp : {"forward_ad", "double_backward"})
+    for (const Case& c : cases) {
+      SCOPED_TRACE(std::string(jvp) + " s=" + std::to_string(c.s) + " offset=" + std::to_string(c.a) + " ratio=" +
+                   std::to_string(c.ratio) + " " + c.weighting + " p=" + std::to_string(c.p));
+      MeanFlowLoss loss(meanflow({{"ratio_r_neq_t", c.ratio}, {"weighting", c.weighting}, {"adaptive_p", c.p},
+                                  {"adaptive_c", c.c}, {"jvp", jvp}}));
+      OffsetAnalyticU model(m, c.s, c.c0, c.a, c.b, c.k);
+      auto xg = at::detail::createCPUGenerator(41);
+      torch::Tensor x = c.s == 0 ? torch::full({B, d}, m, o) : m + 0.5 * torch::randn({B, d}, xg, o);
+      flowkit::Batch batch;
+      batch.set("x", x);
+      auto g = at::detail::createCPUGenerator(42);
+      flowkit::LossOutput out = loss.compute(model, &path, batch, g);
+      EXPECT_EQ(model.calls, 2);  // the JVP pass and the plain pass
+      torch::Tensor t = model.seen_t.detach().reshape({-1, 1}), r = model.seen_r.detach().reshape({-1, 1});
+      ASSERT_EQ(t.size(0), B);
+      // The loss's own (t, r): r <= t, the configured share of rows with r != t.
+      EXPECT_TRUE((r <= t).all().item<bool>());
+      const int64_t neq = (t != r).sum().item<int64_t>();
+      EXPECT_NEAR(double(neq) / B, c.ratio, 4 * std::sqrt(c.ratio * (1 - c.ratio) / B) + 1.0 / B);
+      // z = (1 - t) x + t eps (t = 1 noise).
+      torch::Tensor z = model.seen_z.detach();
+      EXPECT_LT((z - ((1 - t) * x + t * eps)).abs().max().item<double>(), 1e-12);
+      // Closed-form per-element error.
+      torch::Tensor v = eps - x, h = t - r;
+      torch::Tensor ratio_sigma = model.exact.sigma(r) / model.exact.sigma(t);
+      torch::Tensor e = ratio_sigma * (model.exact.velocity(z, t) - v) + c.c0 + c.a * t + c.b * r + c.k * z +
+                        h * (c.a + c.k * v);
+      torch::Tensor per = e.pow(2).sum(1);
+      double expected;
+      torch::Tensor w;  // d loss / d e (the weight as a constant)
+      if (c.weighting == "adaptive") {
+        torch::Tensor wi = 1.0 / (per + c.c).pow(c.p);
+        expected = (wi * per).mean().item<double>();
+        w = 2 * wi.unsqueeze(1) * e / B;
+      } else {
+        expected = e.pow(2).mean().item<double>();
+        w = 2 * e / (B * d);
+      }
+      const double tol = 1e-9 * std::max(1.0, expected);
+      if (c.s == 0 && c.a == 0 && c.k == 0 && c.c0 == 0) {
+        EXPECT_LT(out.loss.item<double>(), 1e-20) << "the exact average velocity must have zero loss";
+        EXPECT_LT(out.logs.at("u_loss"), 1e-20);
+      }
+      EXPECT_NEAR(out.loss.item<double>(), expected, tol);
+      EXPECT_NEAR(out.logs.at("u_loss"), per.mean().item<double>(), 1e-9 * std::max(1.0, per.mean().item<double>()));
+      torch::Tensor eq = (t == r).squeeze(1);
+      if (c.ratio < 1) {
+        ASSERT_TRUE(out.logs.count("v_loss"));
+        EXPECT_NEAR(out.logs.at("v_loss"), per.masked_select(eq).mean().item<double>(), 1e-9);
+      } else {
+        EXPECT_FALSE(out.logs.count("v_loss"));
+      }
+      // The correction matters here: the target v alone (no (t - r) du/dt) would give another loss.
+      if ((c.s > 0 || c.a != 0 || c.k != 0) && c.ratio > 0) {
+        torch::NoGradGuard ng;
+        flowkit::Conditioning cr;
+        cr.set("r", r.squeeze(1));
+        torch::Tensor e_fm = model.forward(z, t.squeeze(1), cr) - v;
+        EXPECT_GT(std::abs(e_fm.pow(2).mean().item<double>() - e.pow(2).mean().item<double>()),
+                  1e-3 * e.pow(2).mean().item<double>());
+      }
+      // Gradients reach the model's output only (the target is stop-gradiented): dL/dtheta =
+      // sum w * d delta / d theta, with d delta/d(c0, a, b, k) = (1, t, r, z).
+      out.loss.backward();
+      EXPECT_NEAR(model.c0.grad().item<double>(), w.sum().item<double>(), 1e-9);
+      EXPECT_NEAR(model.a.grad().item<double>(), (w * t).sum().item<double>(), 1e-9);
+      EXPECT_NEAR(model.b.grad().item<double>(), (w * r).sum().item<double>(), 1e-9);
+      EXPECT_NEAR(model.k.grad().item<double>(), (w * z).sum().item<double>(), 1e-9);
+    }
+}
+
+// (t, r) = (max, min) of two logit-normal(p_mean, p_std) draws, then r = t on a random
+// 1 - ratio share of the rows. The laws, with Phi_x = Phi((logit x - p_mean) / p_std):
+// Phi_t^2 ~ U(0, 1) (every row), 1 - (1 - Phi_r)^2 ~ U(0, 1) and Phi_r / Phi_t ~ U(0, 1)
+// (the two draws independent) on the r != t rows, whose pooled {t, r} are logit-normal.
+TEST(Dm1MeanFlow, TimeSamplerIsLogitNormalOrderStatistics) {
+  struct Case {
+    double p_mean, p_std, ratio;
+  };
+  const int64_t n = 20000;
+  for (Case c : {Case{-0.4, 1.0, 0.25}, Case{0.5, 0.6, 0.5}, Case{-0.4, 1.0, 0.0}, Case{-1.0, 1.6, 1.0}}) {
+    SCOPED_TRACE(std::to_string(c.p_mean) + " " + std::to_string(c.p_std) + " " + std::to_string(c.ratio));
+    MeanFlowLoss loss(meanflow({{"ratio_r_neq_t", c.ratio}, {"p_mean", c.p_mean}, {"p_std", c.p_std}}));
+    auto g = at::detail::createCPUGenerator(43);
+    auto [t, r] = loss.sample_tr(n, g, torch::kDouble);
+    ASSERT_EQ(t.sizes(), torch::IntArrayRef({n}));
+    EXPECT_TRUE((r <= t).all().item<bool>());
+    EXPECT_TRUE(((r > 0) & (t < 1)).all().item<bool>());
+    torch::Tensor neq = t != r;
+    const int64_t k = neq.sum().item<int64_t>();
+    EXPECT_NEAR(double(k) / n, c.ratio, 4 * std::sqrt(c.ratio * (1 - c.ratio) / n) + 1.0 / n);
+    auto phi = [&](const torch::Tensor& x) { return normal_cdf((torch::log(x / (1 - x)) - c.p_mean) / c.p_std); };
+    torch::Tensor pt = phi(t), pr = phi(r);
+    EXPECT_LT(ks_uniform(pt.pow(2)), ks_critical(n)) << "t is not the max of two logit-normal draws";
+    // Which rows get r = t does not depend on t.
+    if (k < n) EXPECT_LT(ks_uniform(pt.masked_select(~neq).pow(2)), ks_critical(n - k));
+    if (k > 0) {
+      torch::Tensor ptn = pt.masked_select(neq), prn = pr.masked_select(neq);
+      EXPECT_LT(ks_uniform(1 - (1 - prn).pow(2)), ks_critical(k)) << "r is not the min of two logit-normal draws";
+      EXPECT_LT(ks_uniform(prn / ptn), ks_critical(k)) << "the two draws are not independent";
+      EXPECT_LT(ks_uniform(torch::cat({ptn, prn})), ks_critical(2 * k));  // as a set, the pairs are the iid draws
+      // logit moments of the pooled draws: mean p_mean, std p_std.
+      torch::Tensor l = torch::log(torch::cat({t.masked_select(neq), r.masked_select(neq)}) /
+                                   (1 - torch::cat({t.masked_select(neq), r.masked_select(neq)})));
+      EXPECT_NEAR(l.mean().item<double>(), c.p_mean, 5 * c.p_std / std::sqrt(2.0 * k));
+      EXPECT_NEAR(l.std().item<double>(), c.p_std, 5 * c.p_std / std::sqrt(4.0 * k));
+    }
+  }
 }
 
 TEST(Dm1Dispersive, KnownMinimumAndMaximum) {

@@ -68,6 +68,79 @@ struct TinyModel : flowkit::Model {
   }
   torch::nn::Module& module() override { return *lin; }
 };
+
+// ---- closed forms for the statistical tests ------------------------------------------------
+
+// Regularized incomplete beta I_x(a, b) (continued fraction, modified Lentz), with y = 1 - x
+// passed separately so that x close to 1 keeps its precision.
+double beta_cf(double a, double b, double x) {
+  const double tiny = 1e-300, eps = 1e-15;
+  double c = 1, d = 1 - (a + b) * x / (a + 1);
+  if (std::abs(d) < tiny) d = tiny;
+  d = 1 / d;
+  double h = d;
+  for (int m = 1; m <= 100000; ++m) {
+    const double m2 = 2.0 * m;
+    double aa = m * (b - m) * x / ((a + m2 - 1) * (a + m2));
+    d = 1 + aa * d, c = 1 + aa / c;
+    if (std::abs(d) < tiny) d = tiny;
+    if (std::abs(c) < tiny) c = tiny;
+    d = 1 / d, h *= d * c;
+    aa = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1));
+    d = 1 + aa * d, c = 1 + aa / c;
+    if (std::abs(d) < tiny) d = tiny;
+    if (std::abs(c) < tiny) c = tiny;
+    d = 1 / d;
+    const double del = d * c;
+    h *= del;
+    if (std::abs(del - 1) < eps) return h;
+  }
+  return h;
+}
+double beta_inc(double a, double b, double x, double y) {
+  if (x <= 0) return 0;
+  if (y <= 0) return 1;
+  const double front = std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) + b * std::log(y));
+  if (x < (a + 1) / (a + b + 2)) return front * beta_cf(a, b, x) / a;
+  return 1 - front * beta_cf(b, a, y) / b;
+}
+
+// CDF of s = |n|^2 / sigma^2 for the N+D kernel at noise level sigma (r = sigma sqrt(D)):
+// s / D ~ BetaPrime(N/2, D/2), i.e. s / (s + D) ~ Beta(N/2, D/2); D = inf: s ~ chi^2_N.
+// (The PFGM++ prior is the kernel at sigma_max: s = |x_T|^2 / sigma_max^2.)
+torch::Tensor radius2_cdf(const torch::Tensor& s_in, int64_t N, double D) {
+  torch::Tensor s = s_in.to(torch::kDouble).contiguous();
+  if (std::isinf(D)) return torch::igamma(torch::full_like(s, N / 2.0), s / 2);
+  torch::Tensor out = torch::empty_like(s);
+  const double* sp = s.data_ptr<double>();
+  double* op = out.data_ptr<double>();
+  for (int64_t i = 0; i < s.numel(); ++i) op[i] = beta_inc(N / 2.0, D / 2.0, sp[i] / (sp[i] + D), D / (sp[i] + D));
+  return out;
+}
+// Kolmogorov-Smirnov statistic of values that should be U(0, 1).
+double ks_uniform(const torch::Tensor& u) {
+  return ks_statistic(u, [](const torch::Tensor& v) { return v; });
+}
+// 0.1% critical value of the one-sample KS statistic.
+double ks_critical(int64_t n) { return 1.95 / std::sqrt(static_cast<double>(n)); }
+// Standard normal CDF.
+torch::Tensor normal_cdf(const torch::Tensor& z) { return 0.5 * torch::erfc(-z / std::sqrt(2.0)); }
+
+// D(x, sigma) = x: the sampler's ODE is then dx/dsigma = 0, so x moves only by injected noise.
+struct IdentityDenoiser : flowkit::Model {
+  torch::nn::Module dummy;
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&, const flowkit::Conditioning&) override { return x; }
+  torch::nn::Module& module() override { return dummy; }
+};
+// D(x, sigma) = 0: dx/dsigma = x / sigma, which every Heun step from s to s' > 0 integrates
+// exactly (x -> x s'/s); the Euler step into sigma = 0 gives 0.
+struct ZeroDenoiser : flowkit::Model {
+  torch::nn::Module dummy;
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&, const flowkit::Conditioning&) override {
+    return torch::zeros_like(x);
+  }
+  torch::nn::Module& module() override { return dummy; }
+};
 }  // namespace
 
 TEST(PfgmppKernel, SecondMomentIsDOverDMinusTwo) {
@@ -250,6 +323,138 @@ TEST(PfgmppLoss, UsesThePathsNoiseKernelOrTheGaussianWithoutAPath) {
   EXPECT_NO_THROW(make_edm_loss(cfg("pfgmpp.edm_loss", {}, "/loss"), ctx));
 }
 
+namespace {
+// Records the loss's model input (x = y + n, sigma) and returns y + delta (y given).
+struct RecordingDenoiser : flowkit::Model {
+  torch::nn::Module dummy;
+  torch::Tensor y, delta, seen_x, seen_sigma;
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const flowkit::Conditioning&) override {
+    seen_x = x, seen_sigma = t;
+    return y + delta;
+  }
+  torch::nn::Module& module() override { return dummy; }
+};
+EdmLoss edm_loss(const nlohmann::json& overrides = nlohmann::json::object()) {
+  return EdmLoss(edm_loss_options(cfg("pfgmpp.edm_loss", overrides, "/loss")));
+}
+KernelPath kernel_path_with(double D, const nlohmann::json& extra) {
+  nlohmann::json o = extra;
+  o["D"] = d_value(D);
+  return KernelPath(kernel_options(cfg("pfgmpp.kernel", o, "/path")));
+}
+}  // namespace
+
+// The weight and the reduction: with D(x, sigma) = y + delta, loss = mean_i lambda(sigma_i)
+// sum_j delta_ij^2, lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 (EDM), at the sigma the model
+// was given.
+TEST(PfgmppLoss, WeightIsEdmsLambdaSummedOverTheItemAveragedOverTheBatch) {
+  const int64_t n = 64, N = 5;
+  auto g0 = at::detail::createCPUGenerator(50);
+  RecordingDenoiser model;
+  model.y = torch::randn({n, N}, g0, kD);
+  model.delta = 0.3 * torch::randn({n, N}, g0, kD);
+  flowkit::Batch b;
+  b.set("x", model.y);
+  KernelPath path = kernel_path(8);
+  for (double sd : {0.5, 1.7})
+    for (double pm : {-1.2, 1.0})
+      for (bool with_path : {false, true}) {
+        SCOPED_TRACE("sigma_data " + std::to_string(sd) + " P_mean " + std::to_string(pm) + (with_path ? " path" : ""));
+        EdmLoss loss = edm_loss({{"sigma_data", sd}, {"P_mean", pm}});
+        auto g = at::detail::createCPUGenerator(51);
+        flowkit::LossOutput out = loss.compute(model, with_path ? &path : nullptr, b, g);
+        torch::Tensor s = model.seen_sigma;
+        ASSERT_EQ(s.sizes(), torch::IntArrayRef({n}));
+        torch::Tensor lambda = (s * s + sd * sd) / (s * s * sd * sd);
+        const double expected = (lambda * model.delta.pow(2).sum(1)).mean().item<double>();
+        EXPECT_NEAR(out.loss.item<double>(), expected, 1e-10 * expected);
+        EXPECT_NEAR(out.logs.at("sigma_mean"), s.mean().item<double>(), 1e-12);
+      }
+  // sigma_data's role in lambda: with (nearly) fixed sigma = e^P_mean, the loss ratio of two
+  // sigma_data is the ratio of their lambdas.
+  auto fixed = [&](double sd) {
+    auto g = at::detail::createCPUGenerator(52);
+    return edm_loss({{"sigma_data", sd}, {"P_mean", 0.0}, {"P_std", 1e-12}}).compute(model, nullptr, b, g).loss.item<double>();
+  };
+  const double per = model.delta.pow(2).sum(1).mean().item<double>();
+  EXPECT_NEAR(fixed(0.5) / per, (1 + 0.25) / 0.25, 1e-9);
+  EXPECT_NEAR(fixed(2.0) / per, (1 + 4.0) / 4.0, 1e-9);
+}
+
+// sigma = exp(P_mean + P_std xi): ln(sigma) ~ N(P_mean, P_std) (moments and KS).
+TEST(PfgmppLoss, SigmaIsLogNormalWithPMeanAndPStd) {
+  const int64_t n = 100000;
+  RecordingDenoiser model;
+  model.y = torch::zeros({n, 1}, kD);
+  model.delta = torch::zeros({n, 1}, kD);
+  flowkit::Batch b;
+  b.set("x", model.y);
+  for (auto [pm, ps] : {std::pair{-1.2, 1.2}, std::pair{0.4, 0.5}}) {
+    SCOPED_TRACE(std::to_string(pm) + " " + std::to_string(ps));
+    auto g = at::detail::createCPUGenerator(53);
+    edm_loss({{"P_mean", pm}, {"P_std", ps}}).compute(model, nullptr, b, g);
+    torch::Tensor l = torch::log(model.seen_sigma.to(torch::kDouble));
+    EXPECT_NEAR(l.mean().item<double>(), pm, 5 * ps / std::sqrt(double(n)));
+    EXPECT_NEAR(l.std().item<double>(), ps, 5 * ps / std::sqrt(2.0 * n));
+    EXPECT_LT(ks_statistic(l, [&](const torch::Tensor& v) { return normal_cdf((v - pm) / ps); }), ks_critical(n));
+  }
+}
+
+// The perturbation x - y is the path's training kernel at the drawn sigma: s = |n|^2 / sigma^2
+// with s / D ~ BetaPrime(N/2, D/2) (E s = N D / (D - 2)), the Gaussian's chi^2_N without a
+// path or with D = inf; uniform directions; with the training clip, B = s / (s + D) within
+// [c, 1 - c] and the logged clipped fraction is the share of draws on the bounds.
+TEST(PfgmppLoss, PerturbationIsThePathsKernelAtTheDrawnSigma) {
+  const int64_t n = 20000;
+  for (int64_t N : {2, 8})
+    for (double D : {1.0, 8.0, 64.0, kInf, -1.0}) {  // -1: no path
+      const bool no_path = D < 0;
+      const double Dk = no_path ? kInf : D;
+      SCOPED_TRACE("N=" + std::to_string(N) + (no_path ? " no path" : " D=" + std::to_string(D)));
+      KernelPath path = kernel_path_with(Dk, {{"beta_clip", 0.0}});
+      RecordingDenoiser model;
+      auto g0 = at::detail::createCPUGenerator(54);
+      model.y = torch::randn({n, N}, g0, kD);
+      model.delta = torch::zeros({n, N}, kD);
+      flowkit::Batch b;
+      b.set("x", model.y);
+      auto g = at::detail::createCPUGenerator(55);
+      flowkit::LossOutput out = edm_loss().compute(model, no_path ? nullptr : &path, b, g);
+      torch::Tensor noise = model.seen_x - model.y, sigma = model.seen_sigma;
+      torch::Tensor s = noise.pow(2).sum(1) / sigma.pow(2);
+      EXPECT_LT(ks_uniform(radius2_cdf(s, N, Dk)), ks_critical(n));
+      // Another kernel is rejected (the Gaussian for small D): the loss uses this path's kernel.
+      const double wrong = Dk <= 8 ? kInf : std::isinf(Dk) ? 8.0 : Dk / 8;
+      EXPECT_GT(ks_uniform(radius2_cdf(s, N, wrong)), 2 * ks_critical(n)) << "not told from D = " << wrong;
+      if (Dk > 4) {
+        const double expected = std::isinf(Dk) ? double(N) : N * Dk / (Dk - 2);
+        EXPECT_NEAR(s.mean().item<double>(), expected, 5 * s.std().item<double>() / std::sqrt(double(n)));
+      }
+      // Scale-free: s does not depend on sigma (the radius scales with the drawn sigma).
+      torch::Tensor small = sigma < sigma.median();
+      EXPECT_LT(ks_two_sample(s.masked_select(small), s.masked_select(~small)), 1.95 * 2 / std::sqrt(double(n)));
+      EXPECT_LT((noise / noise.norm(2, 1, true)).mean(0).abs().max().item<double>(), 5 / std::sqrt(double(n * N)));
+      EXPECT_EQ(out.logs.at("clipped_fraction"), 0.0);
+    }
+  // The official training clip (the path's default 1e-3), not the prior's unclipped draw.
+  KernelPath clipped = kernel_path(1);
+  const int64_t N = 64;
+  RecordingDenoiser model;
+  model.y = torch::zeros({n, N}, kD);
+  model.delta = torch::zeros({n, N}, kD);
+  flowkit::Batch b;
+  b.set("x", model.y);
+  auto g = at::detail::createCPUGenerator(56);
+  flowkit::LossOutput out = edm_loss().compute(model, &clipped, b, g);
+  torch::Tensor s = model.seen_x.pow(2).sum(1) / model.seen_sigma.pow(2);
+  torch::Tensor B = s / (s + 1.0);
+  EXPECT_LE(B.max().item<double>(), 1 - 1e-3 + 1e-9);
+  EXPECT_GE(B.min().item<double>(), 1e-3 - 1e-9);
+  const double on_bounds = ((B > 1 - 1e-3 - 1e-9) | (B < 1e-3 + 1e-9)).to(torch::kDouble).mean().item<double>();
+  EXPECT_GT(on_bounds, 0.05);
+  EXPECT_NEAR(out.logs.at("clipped_fraction"), on_bounds, 1e-12);
+}
+
 TEST(PfgmppSampler, GridIsEdmsAndNfeIsTwoNMinusOne) {
   torch::Tensor g = edm_sigma_grid(18, 0.002, 80, 7);
   ASSERT_EQ(g.size(0), 19);
@@ -290,10 +495,17 @@ TEST(PfgmppSampler, ExactDenoiserLandsOnTrainingPoints) {
     ExactDenoiser model(data, c.D);
     HeunSampler solver(heun({{"steps", 32}}));
     flowkit::SampleRequest req;
-    req.n = 512, req.item_shape = {c.N}, req.options = torch::kFloat;
+    req.n = 512, req.item_shape = {c.N}, req.options = torch::kFloat, req.keep_intermediates = true;
     auto gen = at::detail::createCPUGenerator(11);
-    torch::Tensor x = solver.sample(model, &path, req, gen).x;
+    flowkit::SolveResult res = solver.sample(model, &path, req, gen);
+    torch::Tensor x = res.x;
     ASSERT_TRUE(torch::isfinite(x).all().item<bool>());
+    // It starts from this D's prior: x_T is sigma_max times a unit-sigma kernel draw of the
+    // same D as the denoiser, the generator's first draw (its distribution, for every D:
+    // PfgmppSampler.InitialDrawIsThePriorOfTheConfiguredD).
+    auto pgen = at::detail::createCPUGenerator(11);
+    torch::Tensor prior = kernel_path(c.D).prior(req.n, req.item_shape, pgen, torch::kFloat) * 80.0;
+    EXPECT_TRUE(torch::allclose(res.intermediates.front(), prior, 1e-6, 1e-4)) << "x_T is not the D = " << c.D << " prior";
     auto [dist, idx] = nearest(x, data);
     // D = 1 keeps the kernel's heavy tail down to sigma_min (a prior draw far out in the tail
     // stays proportionally far out), so a small share of its samples end between points.
@@ -302,6 +514,111 @@ TEST(PfgmppSampler, ExactDenoiserLandsOnTrainingPoints) {
     else EXPECT_GE(landed, 0.98);
     // Every training point is reached (the prior spreads over all of them).
     EXPECT_EQ(std::get<0>(at::_unique(idx)).size(0), 16);
+  }
+}
+
+// The sampler's initial draw x_T has the PFGM++ prior's radial law for the path's D:
+// s = |x_T|^2 / sigma_max^2 with s / D ~ BetaPrime(N/2, D/2) (D = inf, or no path: chi^2_N),
+// with sigma_max the sampler's; E s = N D / (D - 2) for D > 2. A prior of another D (the
+// Gaussian for small D, D/8 or D/16 for large D, whose laws are close to the Gaussian's) is
+// rejected by the same statistic, so a D/prior mismatch cannot pass.
+TEST(PfgmppSampler, InitialDrawIsThePriorOfTheConfiguredD) {
+  // The incomplete beta against closed forms: I_x(1, b) = 1 - (1-x)^b, I_x(2, b) = 1 - (1-x)^b (1 + b x).
+  for (double b : {0.5, 4.0, 64.0})
+    for (double x : {1e-4, 0.01, 0.3, 0.9, 0.999999}) {
+      EXPECT_NEAR(beta_inc(1, b, x, 1 - x), 1 - std::pow(1 - x, b), 1e-12);
+      EXPECT_NEAR(beta_inc(2, b, x, 1 - x), 1 - std::pow(1 - x, b) * (1 + b * x), 1e-12);
+    }
+  struct Case {
+    int64_t N;
+    double D;
+    std::vector<double> wrong;  // priors of these D must be rejected by the statistic
+    double sigma_max = 80;
+    bool no_path = false;
+  };
+  const std::vector<Case> cases = {
+      {2, 1, {4, kInf}},   {2, 8, {2, 32, kInf}}, {2, 128, {8}},         {16, 4, {1, 16, kInf}},
+      {16, 64, {8, kInf}}, {64, 1, {4, kInf}},    {64, 16, {4, 64, kInf}}, {64, 2048, {128}},
+      {2, kInf, {2, 8}},   {64, kInf, {128}},     {8, 8, {2, 32, kInf}, 20.0},
+      {8, kInf, {32}, 80.0, true}};
+  const int64_t n = 20000;
+  for (const Case& c : cases) {
+    SCOPED_TRACE("N=" + std::to_string(c.N) + " D=" + std::to_string(c.D) + " sigma_max=" + std::to_string(c.sigma_max) +
+                 (c.no_path ? " (no path)" : ""));
+    KernelPath path = kernel_path(c.D);  // its own sigma_max stays 80: the sampler's is the prior's scale
+    IdentityDenoiser model;
+    HeunSampler solver(heun({{"steps", 2}, {"sigma_max", c.sigma_max}}));
+    flowkit::SampleRequest req;
+    req.n = n, req.item_shape = {c.N}, req.options = kD, req.keep_intermediates = true;
+    auto gen = at::detail::createCPUGenerator(21);
+    flowkit::SolveResult res = solver.sample(model, c.no_path ? nullptr : &path, req, gen);
+    torch::Tensor xT = res.intermediates.front();
+    ASSERT_EQ(xT.sizes(), torch::IntArrayRef({n, c.N}));
+    EXPECT_TRUE(torch::allclose(res.x, xT)) << "D(x) = x must leave x_T unchanged";
+    torch::Tensor s = xT.pow(2).sum(1) / (c.sigma_max * c.sigma_max);
+    const double ks = ks_uniform(radius2_cdf(s, c.N, c.D));
+    EXPECT_LT(ks, ks_critical(n));
+    for (double w : c.wrong) {
+      const double ks_wrong = ks_uniform(radius2_cdf(s, c.N, w));
+      EXPECT_GT(ks_wrong, 2 * ks_critical(n)) << "the statistic does not tell D = " << c.D << " from D = " << w;
+    }
+    if (c.D > 4) {  // finite variance of s
+      const double mean = s.mean().item<double>(), se = s.std().item<double>() / std::sqrt(double(n));
+      const double expected = std::isinf(c.D) ? double(c.N) : c.N * c.D / (c.D - 2);
+      EXPECT_NEAR(mean, expected, 5 * se) << "E|x_T|^2 / sigma_max^2";
+    }
+    // Directions uniform on the sphere.
+    EXPECT_LT((xT / xT.norm(2, 1, true)).mean(0).abs().max().item<double>(), 5 / std::sqrt(double(n * c.N)));
+  }
+}
+
+// Noise injection adds alpha sigma_i eps, eps ~ N(0, I) (Gaussian for every D), before step i
+// (official generate_alpha.py). With D(x) = x the steps do nothing, so x_{i+1} - x_i =
+// alpha sigma_i eps_i; with D(x) = 0 each Heun step scales x by sigma_{i+1}/sigma_i, so
+// x_{i+1} - (sigma_{i+1}/sigma_i) x_i = alpha sigma_{i+1} eps_i (noise after the step would
+// leave alpha sigma_i eps_i there instead).
+TEST(PfgmppSampler, InjectedNoiseIsAlphaSigmaIGaussianBeforeEachStep) {
+  KernelPath path = kernel_path(4);  // heavy-tailed prior: the injected noise must still be Gaussian
+  const int64_t n = 4000, N = 8, steps = 6;
+  flowkit::SampleRequest req;
+  req.n = n, req.item_shape = {N}, req.options = kD, req.keep_intermediates = true, req.steps = steps;
+  const HeunOptions base = heun();
+  torch::Tensor grid = edm_sigma_grid(steps, base.sigma_min, base.sigma_max, base.rho);
+  auto run = [&](flowkit::Model& model, double alpha) {
+    auto gen = at::detail::createCPUGenerator(31);
+    flowkit::SolveResult r = HeunSampler(heun({{"alpha", alpha}})).sample(model, &path, req, gen);
+    EXPECT_EQ(r.intermediates.size(), size_t(steps + 1));
+    return r.intermediates;
+  };
+  IdentityDenoiser identity;
+  ZeroDenoiser zero;
+  // alpha = 0: nothing is injected.
+  auto clean = run(identity, 0);
+  for (int64_t i = 0; i < steps; ++i) EXPECT_TRUE(torch::equal(clean[i + 1], clean[i]));
+  const int64_t m = n * N;
+  auto ref = run(identity, 0.2);
+  for (double alpha : {0.1, 0.35}) {
+    SCOPED_TRACE(alpha);
+    auto xs = run(identity, alpha);
+    auto zs = run(zero, alpha);
+    for (int64_t i = 0; i < steps; ++i) {
+      SCOPED_TRACE("step " + std::to_string(i));
+      const double si = grid[i].item<double>(), sn = grid[i + 1].item<double>();
+      torch::Tensor e = ((xs[i + 1] - xs[i]) / (alpha * si)).flatten();  // ~ N(0, 1)
+      EXPECT_NEAR(e.std().item<double>(), 1.0, 5 / std::sqrt(2.0 * m));
+      EXPECT_NEAR(e.mean().item<double>(), 0.0, 5 / std::sqrt(double(m)));
+      EXPECT_LT(ks_statistic(e, normal_cdf), ks_critical(m));
+      if (sn > 0) {
+        torch::Tensor ez = ((zs[i + 1] - zs[i] * (sn / si)) / (alpha * sn)).flatten();
+        EXPECT_NEAR(ez.std().item<double>(), 1.0, 5 / std::sqrt(2.0 * m)) << "noise not injected before the step";
+      } else {
+        EXPECT_LT(zs[i + 1].abs().max().item<double>(), 1e-12);  // Euler into sigma = 0 with D = 0
+      }
+    }
+    // Same generator: the same eps, so the increments scale exactly with alpha.
+    EXPECT_TRUE(torch::equal(xs[0], clean[0]));
+    for (int64_t i = 0; i < steps; ++i)
+      EXPECT_TRUE(torch::allclose((xs[i + 1] - xs[i]) / alpha, (ref[i + 1] - ref[i]) / 0.2, 1e-9, 1e-9));
   }
 }
 

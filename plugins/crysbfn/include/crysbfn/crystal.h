@@ -83,7 +83,10 @@ class CifError : public flowkit::Error {
 // _atom_site_fract_x/y/z and _atom_site_type_symbol (or _atom_site_label). Symmetry
 // operations (_symmetry_equiv_pos_as_xyz / _space_group_symop_operation_xyz) are applied
 // and duplicate sites (within 1e-4 in fractional coordinates) merged. Fractional coordinates
-// are wrapped into [0, 1). Partial occupancy is an error. Throws CifError.
+// are wrapped into [0, 1). Sites come in pymatgen CifParser's order (sorted by electronegativity,
+// stable) and coordinates within 1e-4 of 1/3 or 2/3 are snapped, as CifParser does: pymatgen's
+// StructureMatcher anchors on the first site of the rarest species, so the order changes its
+// verdict near stol. Partial occupancy is an error. Throws CifError.
 std::vector<Crystal> parse_cif(const std::string& text);
 
 // One pymatgen-style P1 data block (CifWriter layout, 8 decimals). `block` names the block

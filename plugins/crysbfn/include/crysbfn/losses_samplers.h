@@ -62,15 +62,21 @@ class DiffusionLoss : public flowkit::Loss {
   double cost_coord_, cost_lattice_;
 };
 
-// Reverse diffusion over `steps` indices T = s_1 > ... > s_steps >= 1 -> 0 (strided when
-// steps < T): predictor = the VE reverse step on coordinates and the DDPM posterior on the
+// The reverse-diffusion index grid s_1 > ... > s_n >= 1 (then 0). `leading` is DDIM's
+// s = 1 + j * floor(T / n), j = n-1..0: with the clipped cosine schedule alpha_bar_T ~ 2e-10, so a
+// grid that starts at T divides the first lattice estimate's eps error by sqrt(alpha_bar_T) ~ 1.6e-5.
+// Otherwise T = s_1 > ... > s_n = 1 evenly (the earlier grid, kept to reproduce it). Both are
+// 1, 2, ..., T when n = T.
+std::vector<int64_t> diffusion_grid(int64_t T, int64_t n, bool leading);
+
+// Reverse diffusion over `steps` indices of diffusion_grid (strided when steps < T): predictor = the VE reverse step on coordinates and the DDPM posterior on the
 // lattice; optional Langevin corrector on the coordinates first (one more network call per step).
 // `deterministic`: DDIM (eta = 0) instead — on the coordinates through Tweedie's estimate
 // F0 = F + sigma^2 s, on the lattice through L0 and eps — the usual few-step variant.
 class DiffusionSampler : public flowkit::Solver {
  public:
-  DiffusionSampler(int64_t steps, bool corrector, double step_lr, bool deterministic)
-      : steps_(steps), corrector_(corrector), step_lr_(step_lr), deterministic_(deterministic) {}
+  DiffusionSampler(int64_t steps, bool corrector, double step_lr, bool deterministic, bool leading_grid)
+      : steps_(steps), corrector_(corrector), step_lr_(step_lr), deterministic_(deterministic), leading_grid_(leading_grid) {}
   flowkit::SolveResult sample(flowkit::Model& model, const flowkit::Path* path, const flowkit::SampleRequest& req,
                               torch::Generator& gen) const override;
 
@@ -79,6 +85,7 @@ class DiffusionSampler : public flowkit::Solver {
   bool corrector_;
   double step_lr_;
   bool deterministic_;  // DDIM (eta = 0) on coordinates and lattice
+  bool leading_grid_;   // diffusion_grid's `leading`
 };
 
 // Factories of `crysbfn.bfn_loss`, `crysbfn.diffusion_loss`, `crysbfn.bfn_sampler` and

@@ -407,7 +407,8 @@ double pymatgen_x(int z) { return kPymatgenX[z - 1]; }
 // Stable either way, so sites of one element always keep the read order. With He, Ne or Ar
 // Site.__lt__ is not a strict weak order and the result is whatever CPython's list.sort
 // makes of it: reproduced exactly below for fewer than 64 sites (CPython's count_run plus
-// binary insertion); above that a stable sort, exact whenever no noble gas is present.
+// binary insertion). Above that CPython merges runs; the same insertion is used (well defined
+// for any comparator, unlike std::stable_sort's contract), exact whenever no noble gas is present.
 void order_sites_as_pymatgen(Crystal& c) {
   const size_t n = c.size();
   if (n < 2) return;
@@ -426,7 +427,7 @@ void order_sites_as_pymatgen(Crystal& c) {
     if (xa > xb) return false;
     return element_symbol(c.z[a]) < element_symbol(c.z[b]);
   };
-  if (n < 64) {
+  {
     // CPython listsort for n < minrun: the leading run (reversed when strictly descending),
     // then binary insertion of the rest.
     size_t run = 2;
@@ -447,8 +448,6 @@ void order_sites_as_pymatgen(Crystal& c) {
       for (size_t k = start; k > l; --k) s[k] = s[k - 1];
       s[l] = pivot;
     }
-  } else {
-    std::stable_sort(s.begin(), s.end(), site_less);
   }
   std::vector<Vec3> frac(n);
   std::vector<int> z(n);

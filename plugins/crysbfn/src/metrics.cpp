@@ -416,12 +416,13 @@ MatchResult match_structures(const Crystal& pred_in, const Crystal& ref_in, cons
   const auto p2 = s2.parameters();
   const double radius = std::max({p2[0], p2[1], p2[2]}) * (1 + o.ltol);
   const Vec3 rl = reciprocal_lengths(s1.lattice);
-  const int n0 = static_cast<int>(std::ceil(radius * rl[0])), n1 = static_cast<int>(std::ceil(radius * rl[1])),
-            n2 = static_cast<int>(std::ceil(radius * rl[2]));
-  if (double(2 * n0 + 1) * double(2 * n1 + 1) * double(2 * n2 + 1) > 2e7) {
+  const double m0 = std::ceil(radius * rl[0]), m1 = std::ceil(radius * rl[1]), m2 = std::ceil(radius * rl[2]);
+  // Checked as doubles before any cast: a flat cell can put these beyond the range of int.
+  if (!std::isfinite(m0 + m1 + m2) || (2 * m0 + 1) * (2 * m1 + 1) * (2 * m2 + 1) > 2e7) {
     res.reason = "degenerate_lattice";  // a needle or sheet cell: too many lattice points to enumerate
     return res;
   }
+  const int n0 = static_cast<int>(m0), n1 = static_cast<int>(m1), n2 = static_cast<int>(m2);
   struct Point {
     Vec3 frac, cart;
     double len;

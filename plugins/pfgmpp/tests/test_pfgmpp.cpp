@@ -389,7 +389,8 @@ TEST(PfgmppLoss, SigmaIsLogNormalWithPMeanAndPStd) {
   model.delta = torch::zeros({n, 1}, kD);
   flowkit::Batch b;
   b.set("x", model.y);
-  for (auto [pm, ps] : {std::pair{-1.2, 1.2}, std::pair{0.4, 0.5}}) {
+  for (auto params : {std::pair{-1.2, 1.2}, std::pair{0.4, 0.5}}) {
+    const double pm = params.first, ps = params.second;  // not a structured binding: lambdas capture these (C++17)
     SCOPED_TRACE(std::to_string(pm) + " " + std::to_string(ps));
     auto g = at::detail::createCPUGenerator(53);
     edm_loss({{"P_mean", pm}, {"P_std", ps}}).compute(model, nullptr, b, g);

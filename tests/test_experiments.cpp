@@ -436,6 +436,22 @@ TEST(Interruption, SigtermCheckpointsAndResumeIsBitIdentical) {
       << "resumed from step " << stopped << " but did not end where the uninterrupted run did";
 }
 
+TEST(Table, NameRowsGroupANamedPointsSeeds) {
+  TempDir tmp;
+  const fs::path file = tmp.path() / "results.jsonl";
+  {
+    std::ofstream out(file);  // the sweep's run names: "<name>_seed-<seed>"
+    for (int seed = 0; seed < 2; ++seed)
+      out << json{{"point", "reg_seed-" + std::to_string(seed)}, {"seed", seed}, {"eval", nullptr}, {"metrics", {{"m", 1.0 + seed}}}}.dump()
+          << "\n";
+    out << json{{"point", "fm_seed-0"}, {"seed", 0}, {"eval", nullptr}, {"metrics", {{"m", 7.0}}}}.dump() << "\n";
+  }
+  std::string md;
+  ASSERT_EQ(run_command(kFlowkitBin + " table " + file.string() + " --rows name --metric m --interval none", &md), 0) << md;
+  EXPECT_THAT_MSG(md, "| reg | 1.5 (n=2) |");
+  EXPECT_THAT_MSG(md, "| fm | 7 (n=1) |");
+}
+
 TEST(Table, WilsonPoolsRatesOverTheSeedsTrials) {
   TempDir tmp;
   const fs::path file = tmp.path() / "results.jsonl";

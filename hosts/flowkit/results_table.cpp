@@ -50,6 +50,16 @@ std::string text_of(const json& v) {
   return v.dump();
 }
 
+// A point's name without its seed: the sweep names every run "<name>_seed-<seed>", so this is
+// the sweep file's "name" of a named point (or its settings' name), the same for all its seeds.
+std::string point_name(const json& line) {
+  std::string point = line.value("point", std::string());
+  const std::string suffix = "_seed-" + text_of(line.value("seed", json()));
+  if (point.size() > suffix.size() && point.compare(point.size() - suffix.size(), suffix.size(), suffix) == 0)
+    point.resize(point.size() - suffix.size());
+  return point.empty() ? "-" : point;
+}
+
 // The value of `key` for one result line: the line's own fields, its swept settings, the
 // values of every swept key recorded with it ("config"), then the run's resolved pipeline when
 // the run directory is beside the file (so rows may name any pipeline key, swept or not).
@@ -59,6 +69,7 @@ class KeyLookup {
   std::string value(const Line& l, const std::string& key) {
     for (const char* top : {"seed", "eval", "point", "sweep", "run"})
       if (key == top) return text_of(l.j.value(top, json()));
+    if (key == "name") return point_name(l.j);
     if (l.j.contains("eval_settings") && l.j["eval_settings"].contains(key)) return text_of(l.j["eval_settings"][key]);
     if (l.j.contains("settings") && l.j["settings"].contains(key)) return text_of(l.j["settings"][key]);
     if (l.j.contains("config") && l.j["config"].contains(key)) return text_of(l.j["config"][key]);

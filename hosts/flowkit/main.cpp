@@ -227,7 +227,7 @@ int main(int argc, char** argv) {
   std::string update_doc;
   bool check_doc = false;
   table->add_option("results", table_options.file, "results.jsonl of a sweep");
-  table->add_option("--rows", table_options.rows, "row key(s): a swept setting, any pipeline key, seed, eval, point")
+  table->add_option("--rows", table_options.rows, "row key(s): a swept setting, any pipeline key, seed, eval, point, name (point without its seed)")
       ->type_name("KEY");
   table->add_option("--update", update_doc, "regenerate every <!-- flowkit table ... --> block of a Markdown file")->type_name("DOC.md");
   table->add_flag("--check", check_doc, "with --update: change nothing, exit 1 if a block is stale");

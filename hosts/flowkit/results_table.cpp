@@ -169,7 +169,7 @@ std::string interval_name(const std::string& interval) {
   if (interval == "sem") return "± standard error";
   if (interval == "wilson") return "rate pooled over the seeds' trials [Wilson 95 % interval]";
   if (interval == "std") return "± standard deviation";
-  return "no interval";
+  return "(no interval)";
 }
 
 }  // namespace

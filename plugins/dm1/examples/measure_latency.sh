@@ -6,6 +6,9 @@
 # prints the median of each figure over the repeats, with the ratio of p50 to the first entry's.
 #
 #   plugins/dm1/examples/measure_latency.sh BUILD_DIR CALLS REPEATS RUN_DIR:STEPS [RUN_DIR:STEPS ...]
+#
+# With LATENCY_RAW=FILE, every measurement (run, steps, flowkit-policy's JSON line) is also
+# written to FILE, so the table's raw numbers can be committed beside it.
 set -euo pipefail
 BUILD=$1; CALLS=$2; REPEATS=$3; shift 3
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -24,6 +27,7 @@ for ((i = 0; i < REPEATS; ++i)); do
     printf '%s\t%s\t%s\n' "$run" "$k" "$out" >> "$TMP"   # flowkit-policy prints one JSON line
   done
 done
+if [[ -n ${LATENCY_RAW:-} ]]; then cp "$TMP" "$LATENCY_RAW"; fi
 /usr/bin/python3 - "$TMP" "$@" <<'PY'
 import json, statistics, sys
 rows = []
@@ -40,5 +44,5 @@ for spec in specs:
     rs = [r for r in rows if r[0] == run and r[1] == k]
     p50, p99, thr = (statistics.median(r[i] for r in rs) for i in (2, 3, 4))
     base = base or p50
-    print(f"| {run.rstrip('/').split('/')[-1]} | {k} | {p50:.3f} | {p99:.3f} | {thr:.0f} | {p50 / base:.1f}x |")
+    print(f"| {'/'.join(run.rstrip('/').split('/')[-2:])} | {k} | {p50:.3f} | {p99:.3f} | {thr:.0f} | {p50 / base:.1f}x |")
 PY

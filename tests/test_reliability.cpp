@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "flowkit/core/memory_budget.h"
+#include "flowkit/safetensors.h"
 #include "flowkit/tensor_file.h"
 #include "test_util.h"
 
@@ -75,6 +76,115 @@ TEST(TensorFile, DamagedFilesAreRefusedNamingTheFile) {
     std::ifstream r(FLOWKIT_SOURCE_DIR "/tests/fuzz/corpus/regressions/fuzz_tensor_file/" + std::string(name), std::ios::binary);
     refused(std::string((std::istreambuf_iterator<char>(r)), std::istreambuf_iterator<char>()), "not a readable tensor");
   }
+}
+
+namespace {
+// Whether /usr/bin/python3 has numpy (Debian's python3-numpy, which python3-torch brings).
+bool have_numpy() {
+  std::string out;
+  return run_command("/usr/bin/python3 -c 'import numpy'", &out) == 0;
+}
+}  // namespace
+
+// safetensors against an independent implementation: numpy parses what flowkit writes, and
+// flowkit reads what numpy writes (header, dtypes, shapes, byte order, metadata).
+TEST(Safetensors, NumpyReadsWhatFlowkitWritesAndFlowkitReadsNumpys) {
+  if (!have_numpy()) GTEST_SKIP() << "/usr/bin/python3 has no numpy";
+  TempDir tmp;
+  const std::string ours = (tmp.path() / "ours.safetensors").string();
+  flowkit::io::write_safetensors(ours,
+                                 {{"w", torch::arange(6, torch::kFloat32).reshape({2, 3}).t()},  // a transposed view
+                                  {"idx", torch::tensor({-3, 7, 1 << 30}, torch::kInt64)},
+                                  {"mask", torch::tensor({true, false, true})},
+                                  {"empty", torch::zeros({0, 4}, torch::kFloat64)},
+                                  {"half", torch::tensor({0.5, -2.0}, torch::kFloat16)}},
+                                 {{"format", "flowkit"}, {"step", "12"}});
+  const std::string theirs = (tmp.path() / "theirs.safetensors").string();
+  const std::string script = (tmp.path() / "check.py").string();
+  std::ofstream(script) << R"py(import json, struct, sys
+import numpy as np
+data = open(sys.argv[1], 'rb').read()
+n, = struct.unpack('<Q', data[:8])
+assert (8 + n) % 8 == 0, 'buffer not 8-byte aligned'
+header = json.loads(data[8:8 + n])
+buf = data[8 + n:]
+kinds = {'F32': '<f4', 'F64': '<f8', 'F16': '<f2', 'I64': '<i8', 'BOOL': '?'}
+def get(name):
+    h = header[name]
+    a, b = h['data_offsets']
+    return np.frombuffer(buf[a:b], dtype=kinds[h['dtype']]).reshape(h['shape'])
+assert header['__metadata__'] == {'format': 'flowkit', 'step': '12'}, header['__metadata__']
+assert (get('w') == np.arange(6, dtype=np.float32).reshape(2, 3).T).all()
+assert (get('idx') == np.array([-3, 7, 1 << 30])).all()
+assert (get('mask') == np.array([True, False, True])).all()
+assert get('empty').shape == (0, 4)
+assert (get('half') == np.array([0.5, -2.0], dtype=np.float16)).all()
+ends = sorted(h['data_offsets'] for k, h in header.items() if k != '__metadata__')
+assert ends[0][0] == 0 and ends[-1][1] == len(buf) and all(x[1] == y[0] for x, y in zip(ends, ends[1:]))
+# The other way: numpy writes, flowkit reads (in reverse order of names, unpadded header).
+arrays = {'z': (np.arange(12, dtype=np.float64) / 8 - 1).reshape(3, 4), 'a': np.array([[1, 2], [3, 4]], dtype=np.int32)}
+body, meta, at = b'', {'__metadata__': {'by': 'numpy'}}, 0
+for name, arr in arrays.items():
+    raw = arr.astype(arr.dtype.newbyteorder('<')).tobytes()
+    meta[name] = {'dtype': {'float64': 'F64', 'int32': 'I32'}[arr.dtype.name], 'shape': list(arr.shape), 'data_offsets': [at, at + len(raw)]}
+    body += raw
+    at += len(raw)
+h = json.dumps(meta).encode()
+open(sys.argv[2], 'wb').write(struct.pack('<Q', len(h)) + h + body)
+print('ok')
+)py";
+  std::string out;
+  ASSERT_EQ(run_command("/usr/bin/python3 " + script + " " + ours + " " + theirs, &out), 0) << out;
+  flowkit::io::TensorMetadata meta;
+  auto back = flowkit::io::read_safetensors(theirs, &meta);
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0].first, "z");  // buffer order
+  EXPECT_TRUE(torch::equal(back[0].second, (torch::arange(12, torch::kFloat64) / 8 - 1).reshape({3, 4})));
+  EXPECT_EQ(back[1].first, "a");
+  EXPECT_TRUE(torch::equal(back[1].second, torch::tensor({{1, 2}, {3, 4}}, torch::kInt32)));
+  EXPECT_EQ(meta.at("by"), "numpy");
+  // And flowkit's own file read back by flowkit.
+  auto own = flowkit::io::read_safetensors(ours);
+  ASSERT_EQ(own.size(), 5u);
+  EXPECT_TRUE(torch::equal(own[0].second, torch::arange(6, torch::kFloat32).reshape({2, 3}).t()));
+  EXPECT_EQ(own[3].second.sizes(), (std::vector<int64_t>{0, 4}));
+  // read_weights_file tells the formats apart by content.
+  EXPECT_EQ(flowkit::io::read_weights_file(theirs).size(), 2u);
+}
+
+TEST(Safetensors, DamagedFilesAreRefusedNamingTheFileAndTensor) {
+  auto file_of = [](const nlohmann::json& header, const std::string& body) {
+    const std::string h = header.dump();
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((h.size() >> (8 * i)) & 0xff);
+    return out + h + body;
+  };
+  auto refused = [&](const std::string& bytes, const std::string& part) {
+    try {
+      flowkit::io::parse_safetensors(bytes, "bad.safetensors");
+      ADD_FAILURE() << "expected a refusal mentioning " << part;
+    } catch (const flowkit::Error& e) {
+      EXPECT_THAT_MSG(e.what(), "'bad.safetensors'");
+      EXPECT_THAT_MSG(e.what(), part);
+    }
+  };
+  const std::string eight(8, 'x');
+  auto t = [](const char* dtype, std::vector<int> shape, int a, int b) {
+    return nlohmann::json{{"dtype", dtype}, {"shape", shape}, {"data_offsets", {a, b}}};
+  };
+  refused("abc", "shorter than");
+  refused(std::string("\xff\xff\xff\xff\xff\xff\xff\x7f", 8) + "{}", "header length");
+  refused(file_of(nlohmann::json::object(), "").substr(0, 9), "header length");
+  { std::string bad = file_of({{"w", t("F32", {2}, 0, 8)}}, eight); bad[9] = '#'; refused(bad, "not JSON"); }
+  refused(file_of({{"w", t("F33", {2}, 0, 8)}}, eight), "tensor 'w': unsupported dtype");
+  refused(file_of({{"w", t("F32", {3}, 0, 8)}}, eight), "tensor 'w': holds 8 bytes but its shape and dtype need 12");
+  refused(file_of({{"w", t("F32", {2}, 0, 16)}}, eight), "tensor 'w': data_offsets [0, 16] lie outside");
+  refused(file_of({{"w", t("F32", {1}, 0, 4)}, {"v", t("F32", {1}, 2, 6)}}, eight), "overlap or gap");
+  refused(file_of({{"w", t("F32", {1}, 0, 4)}}, eight), "4 bytes no tensor describes");
+  refused(file_of({{"w", t("BOOL", {8}, 0, 8)}}, eight), "bool bytes");
+  refused(file_of({{"w", {{"dtype", "F32"}}}}, eight), "tensor 'w': expected");
+  refused(file_of({{"__metadata__", {{"k", 3}}}}, ""), "__metadata__/k is not a string");
+  EXPECT_THROW(flowkit::io::read_safetensors("/nonexistent/w.safetensors"), flowkit::Error);
 }
 
 TEST(MemoryBudget, CountsTensorBytesAndRefusesWhatGoesOver) {

@@ -13,6 +13,8 @@
 #include "flowkit/core/pipeline.h"
 #include "flowkit/core/session.h"
 #include "flowkit/io.h"
+#include "flowkit/safetensors.h"
+#include "flowkit/tensor_file.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -305,4 +307,54 @@ TEST(Trainer, AFailedCheckpointWriteKeepsThePreviousOne) {
     }
   }
   EXPECT_EQ(read_checkpoint(tmp.path() / "r/checkpoints/last.pt").at("step").item<int64_t>(), 10);
+}
+
+// A run's weights also go to weights.safetensors (the same tensors as weights.pt), and
+// train.init_weights starts another run from either file; a file of another model is refused
+// naming the tensor.
+TEST(Trainer, SafetensorsWeightsExportAndInitialiseAnotherRun) {
+  TempDir tmp;
+  PluginHost host(test_plugins_only());
+  nlohmann::json doc = toy_pipeline();
+  {
+    Session s(resolve_pipeline(doc, host), host, run_in(tmp.path(), "a"));
+    s.train();
+  }
+  const auto pt = io::read_tensor_dict((tmp.path() / "a/weights.pt").string());
+  io::TensorMetadata meta;
+  const auto st = io::read_safetensors((tmp.path() / "a/weights.safetensors").string(), &meta);
+  ASSERT_EQ(st.size(), pt.size());
+  for (size_t i = 0; i < pt.size(); ++i) {
+    EXPECT_EQ(st[i].first, pt[i].first);
+    EXPECT_TRUE(torch::equal(st[i].second, pt[i].second)) << pt[i].first;
+  }
+  EXPECT_EQ(meta.at("format"), "flowkit");
+  EXPECT_EQ(meta.at("step"), "40");
+  EXPECT_EQ(meta.at("model"), "fk_flows.coupling");
+
+  for (const char* file : {"a/weights.safetensors", "a/weights.pt"}) {
+    SCOPED_TRACE(file);
+    nlohmann::json init = doc;
+    init["train"]["init_weights"] = (tmp.path() / file).string();
+    init["train"]["steps"] = 0;
+    Session b(resolve_pipeline(init, host), host, run_in(tmp.path(), std::string("b_") + fs::path(file).extension().string().substr(1)));
+    b.train();
+    const auto back = io::read_tensor_dict((fs::path(b.run_dir()) / "weights.pt").string());
+    ASSERT_EQ(back.size(), pt.size());
+    for (size_t i = 0; i < pt.size(); ++i) EXPECT_TRUE(torch::equal(back[i].second, pt[i].second)) << pt[i].first;
+  }
+  // Another model (wider layers): the first mismatching tensor is named.
+  nlohmann::json wider = doc;
+  wider["model"]["hidden"] = 32;
+  wider["train"]["init_weights"] = (tmp.path() / "a/weights.safetensors").string();
+  try {
+    Session c(resolve_pipeline(wider, host), host, run_in(tmp.path(), "c"));
+    ADD_FAILURE() << "initialised a wider model from narrower weights";
+  } catch (const Error& e) {
+    EXPECT_THAT_MSG(e.what(), "train.init_weights '" + (tmp.path() / "a/weights.safetensors").string() + "'");
+    EXPECT_THAT_MSG(e.what(), "has shape");
+  }
+  nlohmann::json missing = doc;
+  missing["train"]["init_weights"] = (tmp.path() / "nope.safetensors").string();
+  EXPECT_THROW(Session(resolve_pipeline(missing, host), host, run_in(tmp.path(), "d")), Error);
 }

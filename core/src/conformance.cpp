@@ -117,8 +117,49 @@ class Suite {
     paths_.push_back(nullptr);  // components that need no path (likelihood models)
     for (const auto& spec : m.components) {
       if (spec.kind == Kind::loss || spec.kind == Kind::solver) run_paired(spec, ctx);
+      else if (spec.kind == Kind::guidance) run_guidance(m, spec, ctx);
       else run_component(spec, ctx);
     }
+  }
+
+  // A guidance may need more of the data than the first domain has (classifier-free guidance
+  // needs labels): it must work with one of its plugin's domains (and a model built for it).
+  void run_guidance(const PluginManifest& m, const ComponentSpec& spec, const BuildContext& base) {
+    std::string errors;
+    auto attempt = [&](const BuildContext& ctx) {
+      ConformanceReport trial;
+      Suite sub(host_, trial);
+      sub.run_component(spec, ctx);
+      if (trial.failures() == 0) report_.checks.insert(report_.checks.end(), trial.checks.begin(), trial.checks.end());
+      else
+        for (const auto& c : trial.checks)
+          if (!c.passed) errors += " [" + c.check + ": " + c.detail + "]";
+      return trial.failures() == 0;
+    };
+    if (attempt(base)) return;
+    for (const auto& d : m.components) {
+      if (d.kind != Kind::domain) continue;
+      BuildContext ctx = base;
+      std::unique_ptr<Component> domain, model;
+      try {
+        domain = host_.create(Kind::domain, defaults(d), ctx);
+        ctx.domain = dynamic_cast<Domain*>(domain.get());
+        for (const ComponentSpec* ms : candidates(Kind::model, m.name)) {
+          try {
+            model = host_.create(Kind::model, defaults(*ms), ctx);
+            if (works_here(Kind::model, *model, ctx)) break;
+          } catch (const std::exception&) {
+          }
+          model.reset();
+        }
+      } catch (const std::exception&) {
+        continue;
+      }
+      if (!model) continue;
+      ctx.model = dynamic_cast<Model*>(model.get());
+      if (attempt(ctx)) return;
+    }
+    check(spec.type(), "works with one of its plugin's domains", [&] { throw Error("with every domain:" + errors); });
   }
 
   // A loss or sampler: built and checked with each candidate path; one must work, and the
@@ -168,6 +209,7 @@ class Suite {
       case Kind::model: check(who, "model contract", [&] { contracts::model_contract(dynamic_cast<Model&>(*c), ctx); }); break;
       case Kind::loss: check(who, "loss contract", [&] { contracts::loss_contract(dynamic_cast<Loss&>(*c), ctx); }); break;
       case Kind::solver: check(who, "solver contract", [&] { contracts::solver_contract(dynamic_cast<Solver&>(*c), ctx); }); break;
+      case Kind::guidance: check(who, "guidance contract", [&] { contracts::guidance_contract(dynamic_cast<Guidance&>(*c), ctx); }); break;
     }
     for (const auto& name : capability_names(*c))
       check(who, "capability " + name, [&] { contracts::capability_contract(name, *c, ctx); });

@@ -19,6 +19,22 @@ torch::Generator gen_of(uint64_t seed) { return at::detail::createCPUGenerator(s
 
 std::pair<torch::Tensor, Conditioning> data(Domain& d, int64_t n, torch::Generator& g);
 
+// Forwards to another model and counts the calls (the honesty of a solver's reported NFE).
+class CountingModel : public Model {
+ public:
+  explicit CountingModel(Model& inner) : inner_(inner) {}
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const Conditioning& cond) override {
+    ++calls;
+    return inner_.forward(x, t, cond);
+  }
+  torch::nn::Module& module() override { return inner_.module(); }
+  Component* capability_delegate() override { return &inner_; }
+  int64_t calls = 0;
+
+ private:
+  Model& inner_;
+};
+
 }  // namespace
 
 namespace {
@@ -106,13 +122,37 @@ void solver_contract(Solver& s, const BuildContext& ctx) {
   (void)ctx.domain->sample_conditions(0, 8, g2);
   req.steps = 4;
   req.options = torch::TensorOptions().dtype(torch::kFloat32);
-  SolveResult a = s.sample(*ctx.model, ctx.path, req, g);
+  CountingModel counted(*ctx.model);
+  SolveResult a = s.sample(counted, ctx.path, req, g);
+  // Samplers that evaluate the network through a capability (a flow's inverse, named outputs)
+  // are not counted here; those that call forward() must report exactly that many calls.
+  require(counted.calls == 0 || a.nfe == counted.calls, "sample() reports nfe = " + std::to_string(a.nfe) + " but evaluated the model " +
+                                      std::to_string(counted.calls) + " times");
   SolveResult b = s.sample(*ctx.model, ctx.path, req, g2);
   require(a.x.size(0) == 8, "sample() returns the wrong number of samples");
   require(torch::isfinite(a.x).all().item<bool>(), "samples are not finite");
   require(torch::equal(a.x, b.x), "sample() is not a pure function of its inputs and generator");
   for (const auto& [name, value] : a.fields)
     if (value.is_floating_point()) require(torch::isfinite(value).all().item<bool>(), "field " + name + " is not finite");
+}
+
+void guidance_contract(Guidance& guide, const BuildContext& ctx) {
+  if (!ctx.domain || !ctx.model) return;
+  auto g = gen_of(12);
+  auto [x, cond] = data(*ctx.domain, 8, g);
+  cond = ctx.domain->sample_conditions(0, 8, g);  // what sampling conditions on
+  torch::NoGradGuard no_grad;  // as the host samples
+  auto t = torch::linspace(0.05, 0.95, 8, x.options());
+  int64_t e1 = 0, e2 = 0;
+  torch::Tensor v = guide.velocity(*ctx.model, ctx.path, x, t, cond, &e1);
+  torch::Tensor w = guide.velocity(*ctx.model, ctx.path, x, t, cond, &e2);
+  require(v.sizes() == x.sizes(), "velocity() does not have the shape of x");
+  require(torch::isfinite(v).all().item<bool>(), "velocity() is not finite");
+  require(torch::equal(v, w) && e1 == e2, "velocity() is not a pure function of its inputs");
+  require(e1 >= 1, "velocity() reports no network evaluations");
+  GuidedModel guided(*ctx.model, guide, ctx.path);
+  (void)guided.forward(x, t, cond);
+  require(guided.evaluations() == e1, "GuidedModel does not count the evaluations velocity() reports");
 }
 
 void capability_contract(const std::string& name, Component& c, const BuildContext& ctx) {

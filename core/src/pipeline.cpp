@@ -32,6 +32,7 @@ const char* kHostSchema = R"json({
   "threads": {"type": "integer", "default": 1, "min": 1, "max": 256, "doc": "LibTorch intra-op (OpenMP) threads; a separate pool from BLAS's (docs/performance.md)"},
   "blas_threads": {"type": "integer", "default": 0, "min": 0, "max": 256, "doc": "OpenBLAS threads for the matrix products; 0 leaves OpenBLAS's default (OPENBLAS_NUM_THREADS, else one per core)"},
   "device": {"type": "string", "default": "cpu", "doc": "torch device: cpu, cuda, cuda:1, ..."},
+  "init_weights": {"type": "string", "default": "", "doc": "start from these weights (fine-tuning): a run's weights.safetensors or weights.pt, or any file of the same layout (docs/pipeline.md#weights); every parameter and buffer of the model must be there by name with its shape; empty: the model's own initialisation. A resumed run continues from its checkpoint instead"},
   "checkpoint_every": {"type": "integer", "default": 500, "min": 0, "doc": "write a checkpoint every N steps (and at the end); 0: only at the end"},
   "log_every": {"type": "integer", "default": 100, "min": 1, "doc": "write a metrics.jsonl line every N steps"},
   "dist_timeout": {"type": "number", "default": 300, "min": 1, "doc": "distributed runs (docs/distributed.md): seconds a process waits for the others at the rendezvous or in a collective before stopping with an error"}

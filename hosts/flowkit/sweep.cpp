@@ -189,9 +189,9 @@ SweepSpec read_sweep(const std::string& file) {
     for (size_t i = 0; i < evals.size(); ++i)
       for (const auto& [key, v] : evals[i]) {
         const std::string section = key.substr(0, key.find('.'));
-        if (section != "solver" && section != "sample" && section != "eval")
+        if (section != "solver" && section != "guidance" && section != "sample" && section != "eval")
           bad(s, grid_form ? at + "/" + key : at + "/" + std::to_string(i) + "/" + key,
-              "an eval-only point may change solver.*, sample.* and eval.* only; \"" + key +
+              "an eval-only point may change solver.*, guidance.*, sample.* and eval.* only; \"" + key +
                   "\" changes what is trained, so it belongs in \"grid\" or \"points\"");
       }
   };

@@ -30,13 +30,15 @@ ConfigError::~ConfigError() = default;
 Component::~Component() = default;
 Registry::~Registry() = default;
 
-const std::array<KindInfo, 5>& kinds() {
-  static const std::array<KindInfo, 5> table{{
+const std::array<KindInfo, 6>& kinds() {
+  static const std::array<KindInfo, 6> table{{
       {Kind::domain, "domain", "flowkit::Domain", "flowkit/domain.h", false},
       {Kind::path, "path", "flowkit::Path", "flowkit/path.h", true},
       {Kind::model, "model", "flowkit::Model", "flowkit/model.h", false},
       {Kind::loss, "loss", "flowkit::Loss", "flowkit/loss.h", false},
       {Kind::solver, "solver", "flowkit::Solver", "flowkit/solver.h", false},
+      // Last: it may use the domain, path and model; only sampling sees it.
+      {Kind::guidance, "guidance", "flowkit::Guidance", "flowkit/guidance.h", true},
   }};
   return table;
 }

@@ -12,6 +12,7 @@ Path::~Path() = default;
 Model::~Model() = default;
 Loss::~Loss() = default;
 Solver::~Solver() = default;
+Guidance::~Guidance() = default;
 NamedOutputModel::~NamedOutputModel() = default;
 RepresentationModel::~RepresentationModel() = default;
 InvertibleModel::~InvertibleModel() = default;
@@ -28,6 +29,7 @@ bool implements_interface(Kind kind, const Component& c) {
     case Kind::model: return dynamic_cast<const Model*>(&c) != nullptr;
     case Kind::loss: return dynamic_cast<const Loss*>(&c) != nullptr;
     case Kind::solver: return dynamic_cast<const Solver*>(&c) != nullptr;
+    case Kind::guidance: return dynamic_cast<const Guidance*>(&c) != nullptr;
   }
   return false;
 }
@@ -62,6 +64,42 @@ torch::Tensor InvertibleModel::log_likelihood(const torch::Tensor& x, const Cond
 
 double bits_per_dim(const torch::Tensor& log_likelihood, int64_t dims) {
   return -log_likelihood.to(torch::kDouble).mean().item<double>() / (static_cast<double>(dims) * std::log(2.0));
+}
+
+// ---- guidance -----------------------------------------------------------------------------
+
+torch::Tensor GuidedModel::forward(const torch::Tensor& x, const torch::Tensor& t, const Conditioning& cond) {
+  int64_t evaluations = 0;
+  torch::Tensor v = guidance_.velocity(inner_, path_, x, t, cond, &evaluations);
+  evaluations_ += evaluations;
+  return v;
+}
+
+torch::Tensor ObjectiveGuidance::velocity(Model& model, const Path* path, const torch::Tensor& x, const torch::Tensor& t,
+                                          const Conditioning& cond, int64_t* evaluations) const {
+  *evaluations = 1;
+  torch::Tensor v = model.forward(x, t, cond);
+  const auto* conv = capability<VelocityConversions>(path);
+  if (!conv) throw Error("objective guidance needs a path with the velocity_conversions capability (the data estimate)");
+  // Items outside [t_min, t_max] keep their velocity.
+  const torch::Tensor tb = t.dim() == 0 ? t.expand({x.size(0)}) : t;
+  const torch::Tensor inside = (tb >= options_.t_min) & (tb <= options_.t_max);
+  if (options_.scale == 0 || !inside.any().item<bool>()) return v;
+  torch::Tensor grad;
+  {
+    // Gradient skipping: the objective is differentiated in x̂ only, never through the network.
+    // Samplers run under no-grad or inference mode (a policy's hot path): leave both here.
+    c10::InferenceMode not_inference(false);
+    torch::AutoGradMode enable(true);
+    torch::Tensor x_hat = conv->velocity_to_data(v.detach(), x.detach(), tb).clone().requires_grad_(true);
+    torch::Tensor loss = objective(x_hat, cond);
+    if (loss.dim() != 1 || loss.size(0) != x.size(0))
+      throw Error("objective guidance: the objective must return one value per item ([B])");
+    grad = torch::autograd::grad({loss.sum()}, {x_hat})[0];
+  }
+  std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+  shape[0] = x.size(0);
+  return v - options_.scale * inside.reshape(shape).to(v.dtype()) * grad.to(v.dtype());
 }
 
 SolveResult euler_integrate(const VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,

@@ -2,6 +2,8 @@
 // checked zip and pickle readers (LibTorch's are unsafe on damaged files; see check_archive).
 #include "flowkit/tensor_file.h"
 
+#include <nlohmann/json.hpp>
+
 #include <caffe2/serialize/versions.h>
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 
 #include "flowkit/error.h"
 #include "flowkit/io.h"
+#include "flowkit/safetensors.h"
 
 namespace flowkit::io {
 namespace {
@@ -398,6 +401,159 @@ TensorDict parse_tensor_dict(const std::string& bytes, const std::string& path) 
   return TensorDictUnpickler(std::move(pickle), index, read, [&](const std::string& why) {
            throw Error("'" + path + "' is not a readable tensor file (torch.save format): " + why);
          }).run();
+}
+
+// ---- safetensors ---------------------------------------------------------------------------
+
+namespace {
+
+struct SafetensorsType {
+  const char* name;
+  torch::ScalarType type;
+};
+const SafetensorsType kSafetensorsTypes[] = {
+    {"F64", torch::kFloat64}, {"F32", torch::kFloat32}, {"F16", torch::kFloat16}, {"BF16", torch::kBFloat16},
+    {"I64", torch::kInt64},   {"I32", torch::kInt32},   {"I16", torch::kInt16},   {"I8", torch::kInt8},
+    {"U8", torch::kUInt8},    {"BOOL", torch::kBool},
+};
+
+bool little_endian() {
+  const uint16_t one = 1;
+  unsigned char first = 0;
+  std::memcpy(&first, &one, 1);
+  return first == 1;
+}
+
+std::string read_whole_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot open '" + path + "'");
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  return bytes.str();
+}
+
+}  // namespace
+
+void write_safetensors(const std::string& path, const TensorDict& tensors, const TensorMetadata& metadata) {
+  if (!little_endian()) throw Error("write_safetensors: the format is little-endian and this machine is not");
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<torch::Tensor> data;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    if (name == "__metadata__" || header.contains(name)) throw Error("write_safetensors '" + path + "': duplicate or reserved name '" + name + "'");
+    const SafetensorsType* type = nullptr;
+    for (const auto& k : kSafetensorsTypes)
+      if (k.type == t.scalar_type()) type = &k;
+    if (!type) throw Error("write_safetensors '" + path + "': tensor '" + name + "' has a dtype safetensors has no name for");
+    torch::Tensor c = t.detach().cpu().contiguous();
+    const uint64_t bytes = static_cast<uint64_t>(c.numel()) * c.element_size();
+    header[name] = {{"dtype", type->name}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+    data.push_back(c);
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // the buffer starts 8-byte aligned
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((static_cast<uint64_t>(text.size()) >> (8 * i)) & 0xff);
+  out += text;
+  out.reserve(out.size() + offset);
+  for (const auto& c : data) out.append(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.numel()) * c.element_size());
+  write_file_atomic(path, out);
+}
+
+TensorDict read_safetensors(const std::string& path, TensorMetadata* metadata) {
+  return parse_safetensors(read_whole_file(path), path, metadata);
+}
+
+TensorDict parse_safetensors(const std::string& bytes, const std::string& path, TensorMetadata* metadata) {
+  const std::string where = "'" + path + "' is not a readable safetensors file: ";
+  auto fail = [&](const std::string& why) -> void { throw Error(where + why); };
+  if (!little_endian()) fail("the format is little-endian and this machine is not");
+  if (bytes.size() < 8) fail("shorter than its 8-byte header length");
+  const uint64_t n = le(bytes, 0, 8);
+  if (n < 2 || n > bytes.size() - 8 || n > (100u << 20)) fail("header length " + std::to_string(n) + " does not fit the file of " + std::to_string(bytes.size()) + " bytes");
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(bytes.substr(8, n));
+  } catch (const std::exception& e) {
+    fail(std::string("its header is not JSON (") + e.what() + ")");
+  }
+  if (!header.is_object()) fail("its header is not a JSON object");
+  const uint64_t buffer_start = 8 + n, buffer_size = bytes.size() - buffer_start;
+  struct Entry {
+    std::string name;
+    torch::ScalarType type;
+    std::vector<int64_t> shape;
+    uint64_t begin, end;
+  };
+  std::vector<Entry> entries;
+  for (const auto& [name, spec] : header.items()) {
+    if (name == "__metadata__") {
+      if (!spec.is_object()) fail("__metadata__ is not an object of strings");
+      for (const auto& [k, v] : spec.items()) {
+        if (!v.is_string()) fail("__metadata__/" + k + " is not a string");
+        if (metadata) (*metadata)[k] = v.get<std::string>();
+      }
+      continue;
+    }
+    const std::string at = "tensor '" + name + "': ";
+    if (!spec.is_object() || !spec.contains("dtype") || !spec.contains("shape") || !spec.contains("data_offsets"))
+      fail(at + "expected {\"dtype\", \"shape\", \"data_offsets\"}");
+    if (!spec["dtype"].is_string()) fail(at + "dtype is not a string");
+    const std::string dtype = spec["dtype"].get<std::string>();
+    const SafetensorsType* type = nullptr;
+    for (const auto& k : kSafetensorsTypes)
+      if (dtype == k.name) type = &k;
+    if (!type) fail(at + "unsupported dtype \"" + dtype + "\"");
+    Entry e{name, type->type, {}, 0, 0};
+    if (!spec["shape"].is_array()) fail(at + "shape is not an array");
+    uint64_t numel = 1;
+    for (const auto& d : spec["shape"]) {
+      if (!d.is_number_unsigned()) fail(at + "shape holds " + d.dump() + ", not a size");
+      const uint64_t v = d.get<uint64_t>();
+      if (v > (uint64_t{1} << 40) || (v > 0 && numel > (uint64_t{1} << 40) / v)) fail(at + "shape is too large");
+      numel *= v;
+      e.shape.push_back(static_cast<int64_t>(v));
+    }
+    const auto& off = spec["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+      fail(at + "data_offsets is not [begin, end]");
+    e.begin = off[0].get<uint64_t>();
+    e.end = off[1].get<uint64_t>();
+    if (e.begin > e.end || e.end > buffer_size)
+      fail(at + "data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "] lie outside the " +
+           std::to_string(buffer_size) + "-byte buffer");
+    const uint64_t expected = numel * static_cast<uint64_t>(c10::elementSize(e.type));
+    if (e.end - e.begin != expected)
+      fail(at + "holds " + std::to_string(e.end - e.begin) + " bytes but its shape and dtype need " + std::to_string(expected));
+    entries.push_back(std::move(e));
+  }
+  // The ranges must tile the buffer: no overlaps, no gaps, nothing after the last.
+  std::vector<const Entry*> by_offset;
+  for (const auto& e : entries) by_offset.push_back(&e);
+  std::sort(by_offset.begin(), by_offset.end(), [](const Entry* a, const Entry* b) { return a->begin != b->begin ? a->begin < b->begin : a->end < b->end; });
+  uint64_t covered = 0;
+  for (const Entry* e : by_offset) {
+    if (e->begin != covered) fail("tensor '" + e->name + "' starts at byte " + std::to_string(e->begin) + ", not at " + std::to_string(covered) + " (overlap or gap)");
+    covered = e->end;
+  }
+  if (covered != buffer_size) fail("its buffer has " + std::to_string(buffer_size - covered) + " bytes no tensor describes");
+  TensorDict out;  // in buffer order: the order they were written in
+  for (const Entry* e : by_offset) {
+    torch::Tensor t = torch::empty(e->shape, torch::TensorOptions().dtype(e->type));
+    if (e->end > e->begin) std::memcpy(t.data_ptr(), bytes.data() + buffer_start + e->begin, e->end - e->begin);
+    if (e->type == torch::kBool && t.numel() > 0 && (t.view(torch::kUInt8) > 1).any().item<bool>())
+      fail("tensor '" + e->name + "' holds bool bytes other than 0 and 1");
+    out.emplace_back(e->name, t);
+  }
+  return out;
+}
+
+TensorDict read_weights_file(const std::string& path) {
+  const std::string bytes = read_whole_file(path);
+  if (bytes.size() >= 2 && bytes[0] == 'P' && bytes[1] == 'K') return parse_tensor_dict(bytes, path);
+  return parse_safetensors(bytes, path);
 }
 
 }  // namespace flowkit::io

@@ -1,5 +1,6 @@
 // Checkpoints (atomic, bit-exact resume: weights, EMA, buffers, optimizer, generator) and the
 // exported weights.pt that Python's torch.load reads.
+#include "flowkit/safetensors.h"
 #include "session/state.h"
 
 #include "flowkit/io.h"
@@ -101,6 +102,10 @@ void export_weights(SessionState& s) {
   for (const auto& p : model.module().named_parameters()) dict.emplace_back(p.key(), p.value());
   for (const auto& b : model.module().named_buffers()) dict.emplace_back(b.key(), b.value());
   io::write_tensor_dict(s.dir.weights().string(), dict);
+  io::write_safetensors(s.dir.weights_safetensors().string(), dict,
+                        {{"format", "flowkit"}, {"pipeline", s.pipeline.name}, {"step", std::to_string(s.step)},
+                         {"model", s.pipeline.resolved.at("model").at("type").get<std::string>()},
+                         {"weights", s.ema->enabled() ? "ema" : "trained"}});
 }
 
 void load_checkpoint(SessionState& s, const fs::path& file) {

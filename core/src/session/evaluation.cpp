@@ -68,7 +68,7 @@ nlohmann::json evaluate_run(SessionState& s) {
   const std::vector<std::string> metrics = requested_metrics(s);
   InvertibleModel* flow = capability<InvertibleModel>(*s.parts.model);
   if (!s.parts.solver) throw Error("evaluation needs a solver in the pipeline");
-  int64_t nfe = 0;
+  int64_t nfe = 0, network = 0;
   nlohmann::json result = nlohmann::json::object();
   if (const auto* env = capability<Environment>(*s.parts.domain)) {
     // Closed loop: the environment asks the policy for an action chunk per observation row.
@@ -76,12 +76,13 @@ nlohmann::json evaluate_run(SessionState& s) {
     Policy policy = policy_of(s, 0);
     result = env->rollout(policy, metrics, eval_gen);
     nfe = s.last_nfe;
+    network = s.last_network_evaluations;
     s.parts.model->module().train();
   } else {
     auto g = make_generator(s.device, static_cast<uint64_t>(s.sample_cfg.get<int64_t>("seed")));
     const auto t0 = std::chrono::steady_clock::now();
     Batch samples = generate(s, s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("steps"),
-                             s.sample_cfg.get<bool>("use_ema"), g, &nfe);
+                             s.sample_cfg.get<bool>("use_ema"), g, &nfe, &network);
     const double sample_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     Batch reference = s.parts.domain->reference(s.eval_cfg.get<int64_t>("reference_count"), eval_gen);
     result = s.parts.domain->evaluate(samples, reference, metrics, eval_gen);
@@ -96,7 +97,8 @@ nlohmann::json evaluate_run(SessionState& s) {
     result["data"] = {{"rows", skipped.rows}, {"skipped_rows", skipped.skipped}, {"skipped_reasons", skipped.reasons}};
   }
   result["step"] = s.step;
-  result["nfe"] = nfe;
+  result["nfe"] = nfe;                     // the solver's velocity evaluations per sample
+  result["network_evaluations"] = network;  // the network's (guidance may add passes)
   const std::string& eval_label = s.options.eval_label;
   if (eval_label.empty()) {
     io::write_file_atomic(s.dir.eval().string(), result.dump(2) + "\n");

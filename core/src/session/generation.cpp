@@ -8,12 +8,16 @@ namespace fs = std::filesystem;
 
 namespace flowkit::core {
 
-Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torch::Generator& g, int64_t* nfe) {
+Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torch::Generator& g, int64_t* nfe,
+               int64_t* network_evaluations) {
   if (!s.parts.solver) throw Error("sampling needs a solver in the pipeline");
   torch::NoGradGuard no_grad;
   auto swap = s.ema->swap_in(use_ema);
   Model& model = *s.parts.model;
   model.module().eval();
+  std::optional<GuidedModel> guided;
+  if (s.parts.guidance) guided.emplace(model, *s.parts.guidance, s.parts.path);
+  Model& sampled = guided ? static_cast<Model&>(*guided) : model;
   const int64_t chunk = s.sample_cfg.get<int64_t>("batch_size");
   // The samples are held twice (the chunks, then their concatenation): refuse at once what
   // cannot fit rather than after hours of sampling.
@@ -35,12 +39,14 @@ Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torc
     req.cond = s.parts.domain->sample_conditions(done, n, g).to(s.device);
     req.steps = steps;
     req.options = torch::TensorOptions().dtype(torch::kFloat32).device(s.device);
-    SolveResult r = s.parts.solver->sample(model, s.parts.path, req, g);
+    if (guided) guided->reset_evaluations();
+    SolveResult r = s.parts.solver->sample(sampled, s.parts.path, req, g);
     Batch b = req.cond.to(torch::kCPU);
     b.set("x", r.x.to(torch::kCPU));
     for (const auto& [name, value] : r.fields) b.set(name, value.to(torch::kCPU));
     chunks.push_back(std::move(b));
     *nfe = r.nfe;
+    if (network_evaluations) *network_evaluations = guided ? guided->evaluations() : r.nfe;
     progress.advance(n);
   }
   model.module().train();
@@ -57,7 +63,10 @@ Policy policy_of(SessionState& s, int64_t steps_override) {
   const int64_t steps = steps_override > 0 ? steps_override : s.sample_cfg.get<int64_t>("steps");
   const auto item_shape = s.parts.domain->item_shape();
   const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(s.device);
-  return [&s, steps, item_shape, options](const Conditioning& obs, torch::Generator& g) {
+  // Shared by the policy's copies; the solver sees the guided velocity when there is guidance.
+  std::shared_ptr<GuidedModel> guided;
+  if (s.parts.guidance) guided = std::make_shared<GuidedModel>(*s.parts.model, *s.parts.guidance, s.parts.path);
+  return [&s, steps, item_shape, options, guided](const Conditioning& obs, torch::Generator& g) {
     // Inference mode, not just no-grad: no autograd bookkeeping at all on the hot path.
     c10::InferenceMode inference;
     SampleRequest req;
@@ -66,8 +75,10 @@ Policy policy_of(SessionState& s, int64_t steps_override) {
     req.item_shape = item_shape;
     req.steps = steps;
     req.options = options;
-    SolveResult r = s.parts.solver->sample(*s.parts.model, s.parts.path, req, g);
+    if (guided) guided->reset_evaluations();
+    SolveResult r = s.parts.solver->sample(guided ? static_cast<Model&>(*guided) : *s.parts.model, s.parts.path, req, g);
     s.last_nfe = r.nfe;
+    s.last_network_evaluations = guided ? guided->evaluations() : r.nfe;
     return s.device.is_cpu() ? r.x : r.x.to(torch::kCPU);
   };
 }

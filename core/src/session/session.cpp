@@ -5,7 +5,10 @@
 #include <dlfcn.h>
 #include <malloc.h>
 
+#include <set>
+
 #include "flowkit/core/memory_budget.h"
+#include "flowkit/safetensors.h"
 #include "session/state.h"
 
 namespace fs = std::filesystem;
@@ -55,6 +58,35 @@ torch::Generator make_generator(const torch::Device& device, uint64_t seed) {
   return g;
 }
 
+// train.init_weights: every parameter and buffer of the model, by name, from a weights file
+// (safetensors or torch.save); a missing or extra name, or another shape, is an error naming both.
+static void load_initial_weights(Model& model, const std::string& file) {
+  const std::string where = "train.init_weights '" + file + "'";
+  if (!fs::exists(file)) throw Error(where + ": no such file");
+  io::TensorDict dict;
+  try {
+    dict = io::read_weights_file(file);
+  } catch (const Error& e) {
+    throw Error(where + ": " + e.what());
+  }
+  std::set<std::string> used;
+  torch::NoGradGuard no_grad;
+  auto fill = [&](const std::string& name, torch::Tensor& target) {
+    const torch::Tensor* source = io::find_tensor(dict, name);
+    if (!source) throw Error(where + " has no tensor '" + name + "' (the model's; was it written for another model?)");
+    if (!source->sizes().equals(target.sizes()))
+      throw Error(fmt::format("{}: tensor '{}' has shape {} but the model's is {}", where, name, c10::str(source->sizes()),
+                              c10::str(target.sizes())));
+    target.copy_(source->to(target.options()));
+    used.insert(name);
+  };
+  for (auto& p : model.module().named_parameters()) fill(p.key(), p.value());
+  for (auto& b : model.module().named_buffers()) fill(b.key(), b.value());
+  for (const auto& [name, t] : dict)
+    if (!used.count(name)) throw Error(where + " holds tensor '" + name + "', which the model does not have");
+  spdlog::info("initialised the model's {} tensors from {}", used.size(), file);
+}
+
 Components build_components(const Pipeline& pipeline, PluginHost& host, const torch::Device& device) {
   Components c;
   BuildContext ctx;
@@ -74,6 +106,7 @@ Components build_components(const Pipeline& pipeline, PluginHost& host, const to
         break;
       case Kind::loss: c.loss = dynamic_cast<Loss*>(raw); break;
       case Kind::solver: c.solver = dynamic_cast<Solver*>(raw); break;
+      case Kind::guidance: c.guidance = dynamic_cast<Guidance*>(raw); break;
     }
   }
   return c;
@@ -124,6 +157,7 @@ SessionState::SessionState(const Pipeline& p, PluginHost& h, RunOptions o) : pip
   gen = make_generator(device, seed);
   rank_gen = make_generator(device, seed + 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(world.rank + 1));
   if (!parts.model) throw Error("the pipeline has no model");
+  if (const auto init = train_cfg.get<std::string>("init_weights"); !init.empty()) load_initial_weights(*parts.model, init);
   AdamWSettings adam;
   adam.lr = train_cfg.get<double>("lr");
   adam.beta1 = train_cfg.get<double>("beta1");
@@ -167,15 +201,19 @@ std::vector<std::string> Session::sample() {
   auto& s = *impl_;
   if (!s.parts.domain) throw Error("sampling needs a domain in the pipeline");
   auto g = make_generator(s.device, static_cast<uint64_t>(s.sample_cfg.get<int64_t>("seed")));
-  int64_t nfe = 0;
+  int64_t nfe = 0, network = 0;
   Batch samples = naming_the_setting(setting(s.sample_cfg, "batch_size") + " (or sample.count)", [&] {
     return generate(s, s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("steps"),
-                    s.sample_cfg.get<bool>("use_ema"), g, &nfe);
+                    s.sample_cfg.get<bool>("use_ema"), g, &nfe, &network);
   });
   fs::path out = s.dir.samples(s.sample_cfg.get<std::string>("output"));
   fs::create_directories(out);
   auto files = s.parts.domain->write(samples, out.string(), "samples");
-  spdlog::info("wrote {} samples ({} network evaluations each) to {}", samples.at("x").size(0), nfe, out.string());
+  if (network != nfe)
+    spdlog::info("wrote {} samples ({} solver steps' evaluations, {} network evaluations each with guidance) to {}",
+                 samples.at("x").size(0), nfe, network, out.string());
+  else
+    spdlog::info("wrote {} samples ({} network evaluations each) to {}", samples.at("x").size(0), nfe, out.string());
   return files;
 }
 

@@ -27,6 +27,7 @@ struct Components {
   Model* model = nullptr;
   Loss* loss = nullptr;
   Solver* solver = nullptr;
+  Guidance* guidance = nullptr;  // sampling only: the solver is given a GuidedModel
 };
 Components build_components(const Pipeline& pipeline, PluginHost& host, const torch::Device& device);
 
@@ -66,6 +67,7 @@ struct SessionState {
   torch::Generator gen;
   Config train_cfg, sample_cfg, eval_cfg;
   int64_t last_nfe = 0;                           // of the last policy call
+  int64_t last_network_evaluations = 0;           // per item, of the last policy call (guidance counts its extra passes)
   std::shared_ptr<spdlog::sinks::sink> log_file;  // the run's log.txt (rank 0 only)
 
   // Distributed runs (docs/distributed.md). `gen` is then the data stream, the same on every
@@ -108,7 +110,10 @@ void dp_average_gradients(SessionState& s);
 void dp_gather_rank_streams(SessionState& s);  // into s.rank_streams, before a checkpoint
 nlohmann::json dp_check_replicas(SessionState& s);  // at the end: the parameters are the same on every rank
 // generation.cpp
-Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torch::Generator& g, int64_t* nfe);
+// *nfe: the solver's evaluations of the velocity per sample; *network_evaluations (if given):
+// the network's, which guidance may multiply (classifier-free: the conditional and null passes).
+Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torch::Generator& g, int64_t* nfe,
+               int64_t* network_evaluations = nullptr);
 Policy policy_of(SessionState& s, int64_t steps_override);  // puts the model in eval mode
 // evaluation.cpp
 nlohmann::json evaluate_run(SessionState& s);

@@ -447,7 +447,7 @@ flowkit::Conditioning DigitsDomain::sample_conditions(int64_t, int64_t n, torch:
 
 std::vector<std::string> DigitsDomain::metric_names() const {
   return {"energy_distance", "mmd_rbf", "sliced_w2", "fd_digits", "class_entropy", "classifier_confidence",
-          "nn_train_distance", "outlier_share"};
+          "label_accuracy", "nn_train_distance", "outlier_share"};
 }
 
 const DigitsClassifier& DigitsDomain::classifier() const {
@@ -459,8 +459,8 @@ const DigitsClassifier& DigitsDomain::classifier() const {
 
 nlohmann::json DigitsDomain::evaluate(const Batch& generated, const Batch& reference,
                                       const std::vector<std::string>& metrics, torch::Generator& gen) const {
-  static const std::vector<std::string> own{"fd_digits", "class_entropy", "classifier_confidence", "nn_train_distance",
-                                            "outlier_share"};
+  static const std::vector<std::string> own{"fd_digits", "class_entropy", "classifier_confidence", "label_accuracy",
+                                            "nn_train_distance", "outlier_share"};
   std::vector<std::string> common;
   for (const auto& m : metrics)
     if (std::find(own.begin(), own.end(), m) == own.end()) common.push_back(m);
@@ -476,7 +476,12 @@ nlohmann::json DigitsDomain::evaluate(const Batch& generated, const Batch& refer
     else if (m == "class_entropy") out[m] = class_entropy(classifier().logits(x));
     else if (m == "classifier_confidence")
       out[m] = std::get<0>(torch::softmax(classifier().logits(x), 1).max(1)).mean().item<double>();
-    else if (m == "nn_train_distance") out[m] = nn_train_distance(x, train_x_);
+    else if (m == "label_accuracy") {
+      // How often the frozen classifier reads the class each sample was asked for.
+      if (!generated.has("label")) throw flowkit::Error("digits: label_accuracy needs samples with their requested 'label'");
+      torch::Tensor asked = generated.at("label").to(torch::kCPU, torch::kLong).reshape({-1});
+      out[m] = (classifier().logits(x).argmax(1) == asked).to(torch::kDouble).mean().item<double>();
+    } else if (m == "nn_train_distance") out[m] = nn_train_distance(x, train_x_);
     else if (m == "outlier_share")
       out[m] = (std::get<0>(raw.detach().abs().reshape({raw.size(0), -1}).max(1)) > 3.0).to(torch::kDouble).mean().item<double>();
   }

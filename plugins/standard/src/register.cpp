@@ -5,6 +5,7 @@
 #include "standard/affine_path.h"
 #include "standard/cfm_loss.h"
 #include "standard/domains.h"
+#include "standard/guidance.h"
 #include "standard/mlp.h"
 #include "standard/ode_solvers.h"
 #include "standard/register.h"
@@ -41,6 +42,8 @@ void register_components(flowkit::Registry& r) {
   r.add(Kind::solver, "rk4", &make_rk4);
   r.add(Kind::solver, "dopri5", &make_dopri5);
   r.add(Kind::solver, "euler_maruyama", &make_euler_maruyama);
+  r.add(Kind::guidance, "cfg", &make_cfg);
+  r.add(Kind::guidance, "box", &make_box_guidance);
 }
 
 }  // namespace standard

@@ -158,7 +158,7 @@ TEST(StandardDomains, DigitsLoaderAndSplit) {
   EXPECT_EQ(c.at("label").min().item<int64_t>(), 0);
   EXPECT_EQ(c.at("label").max().item<int64_t>(), 9);
   nlohmann::json m = d.evaluate(b, ref, d.metric_names(), gen);
-  EXPECT_EQ(m.size(), 8u);
+  EXPECT_EQ(m.size(), 9u);
   // The default location is data/ beside the library holding the code.
   EXPECT_TRUE(fs::exists(std::string(FLOWKIT_BINARY_DIR) + "/plugins/standard/data/digits.csv.gz"));
   EXPECT_TRUE(fs::exists(std::string(FLOWKIT_BINARY_DIR) + "/plugins/standard/data/digits_classifier.pt"));
@@ -203,6 +203,14 @@ TEST(StandardDomains, DigitsClassifierMetrics) {
   nlohmann::json f = d.evaluate(far, ref, {"fd_digits", "outlier_share"}, gen);
   EXPECT_NEAR(f["outlier_share"].get<double>(), 0.1, 1e-12);
   EXPECT_LT(f["fd_digits"].get<double>(), 100.0);
+  // label_accuracy: the held-out digits asked for their own labels score the classifier's
+  // accuracy; asked for the next class, nothing; samples without labels are an error.
+  flowkit::Batch own = ref;
+  nlohmann::json right = d.evaluate(own, ref, {"label_accuracy"}, gen);
+  EXPECT_NEAR(right["label_accuracy"].get<double>(), acc, 1e-12);
+  own.set("label", (ref.at("label") + 1) % 10);
+  EXPECT_LT(d.evaluate(own, ref, {"label_accuracy"}, gen)["label_accuracy"].get<double>(), 0.05);
+  EXPECT_THROW(d.evaluate(noise, ref, {"label_accuracy"}, gen), flowkit::Error);
 }
 
 TEST(StandardDomains, WritersRoundTrip) {

@@ -1,4 +1,4 @@
-// flowkit/kinds.h — the five kinds of component, in one table: name, interface, build order
+// flowkit/kinds.h — the six kinds of component, in one table: name, interface, build order
 // and pipeline key. The manifest reader, pipeline validation, the session and conformance
 // all iterate this table; nothing else lists the kinds.
 #pragma once
@@ -7,7 +7,8 @@
 
 namespace flowkit {
 
-enum class Kind { domain, path, model, loss, solver };
+// Values are part of the ABI (Registry::add): new kinds are appended.
+enum class Kind { domain, path, model, loss, solver, guidance };
 
 struct KindInfo {
   Kind kind;
@@ -18,11 +19,11 @@ struct KindInfo {
 };
 
 // In build order: a component may use those before it (BuildContext).
-const std::array<KindInfo, 5>& kinds();
+const std::array<KindInfo, 6>& kinds();
 const KindInfo& kind_info(Kind kind);
 const char* kind_name(Kind kind);
 bool parse_kind(const std::string& s, Kind* out);
-// "domain, path, model, loss, solver" (for messages).
+// "domain, path, model, loss, solver, guidance" (for messages).
 std::string kind_list();
 
 class Component;

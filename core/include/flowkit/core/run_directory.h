@@ -1,5 +1,5 @@
 // flowkit/core/run_directory.h — the layout of a run directory, defined once:
-//   runs/<name>/pipeline.resolved.json  log.txt  metrics.jsonl  eval.json  evals/<label>.json  weights.pt
+//   runs/<name>/pipeline.resolved.json  log.txt  metrics.jsonl  eval.json  evals/<label>.json  weights.pt  weights.safetensors
 //               checkpoints/step_XXXXXXXX.pt  checkpoints/last.pt  <sample.output>/
 #pragma once
 #include <cstdint>
@@ -22,6 +22,8 @@ class RunDirectory {
   // An extra evaluation of the trained model with other sampler settings (sweeps' eval points).
   std::filesystem::path labelled_eval(const std::string& label) const { return root_ / "evals" / (label + ".json"); }
   std::filesystem::path weights() const { return root_ / "weights.pt"; }
+  // The same weights in the safetensors format (docs/pipeline.md#weights).
+  std::filesystem::path weights_safetensors() const { return root_ / "weights.safetensors"; }
   std::filesystem::path checkpoints() const { return root_ / "checkpoints"; }
   std::filesystem::path checkpoint(int64_t step) const {  // step_00001234.pt
     std::string digits = std::to_string(step);

@@ -31,7 +31,8 @@ torch::Tensor ClassifierFreeGuidance::velocity(flowkit::Model& model, const flow
   const int64_t B = x.size(0);
   const torch::Tensor tb = per_item(t, B);
   const torch::Tensor inside = (tb >= options_.t_min) & (tb <= options_.t_max);
-  if (!inside.any().item<bool>()) {
+  // Scale 1 is the conditional velocity itself: no null-class pass to pay for.
+  if (options_.scale == 1.0 || !inside.any().item<bool>()) {
     *evaluations = 1;
     return model.forward(x, t, cond);
   }

@@ -21,7 +21,7 @@ struct CfgOptions {
 };
 
 // Classifier-free guidance: the conditional and the null-class velocity in one batched pass
-// of 2B items (2 network evaluations per item inside the interval, 1 outside).
+// of 2B items (2 network evaluations per item inside the interval, 1 outside or at scale 1).
 class ClassifierFreeGuidance : public flowkit::Guidance {
  public:
   explicit ClassifierFreeGuidance(CfgOptions options) : options_(options) {}

@@ -47,3 +47,27 @@ TEST(Diagnostics, LinearProbeSeparatesLinearLabelsAndNotRandomOnes) {
   torch::Tensor random = torch::randint(0, 4, {3000}, g, torch::kLong);
   EXPECT_NEAR(linear_probe_accuracy(z, random), 0.25, 0.05);  // chance
 }
+
+// Straightness against closed forms: a constant velocity is straight (0); the rotation
+// v = A x (A = ω J) moves x0 ~ N(0, I₂) along arcs with S = (ω² − 2(1 − cos ω)) E|x0|² and
+// relative S = ω² / (2(1 − cos ω)) − 1, to Euler's O(1/K).
+TEST(Diagnostics, FlowStraightnessOfClosedForms) {
+  auto g = at::detail::createCPUGenerator(3);
+  torch::Tensor x0 = torch::randn({4000, 2}, g, torch::kDouble);
+  torch::Tensor grid = torch::linspace(0, 1, 1001, torch::kDouble);
+  Straightness flat = flow_straightness([](const torch::Tensor& x, const torch::Tensor&) {
+    return torch::ones_like(x) * torch::tensor({0.5, -2.0}, x.options());
+  }, x0, grid);
+  EXPECT_NEAR(flat.gap, 0.0, 1e-12);
+  for (double w : {0.5, 2.0}) {
+    torch::Tensor A = torch::tensor({0.0, -w, w, 0.0}, torch::kDouble).reshape({2, 2});
+    Straightness rot = flow_straightness([&](const torch::Tensor& x, const torch::Tensor&) { return x.mm(A.t()); }, x0, grid);
+    const double second_moment = x0.pow(2).sum(1).mean().item<double>();
+    EXPECT_NEAR(rot.gap, (w * w - 2 * (1 - std::cos(w))) * second_moment, 0.01 * w * w) << "omega " << w;
+    EXPECT_NEAR(rot.relative, w * w / (2 * (1 - std::cos(w))) - 1, 0.005 * w * w) << "omega " << w;
+  }
+  // Reversed time (data to noise, as some paths run) measures the same path.
+  Straightness back = flow_straightness([](const torch::Tensor& x, const torch::Tensor&) { return x.flip(1) * torch::tensor({1.0, -1.0}, x.options()); },
+                                        x0, torch::linspace(1, 0, 1001, torch::kDouble));
+  EXPECT_NEAR(back.relative, 1.0 / (2 * (1 - std::cos(1.0))) - 1, 0.01);
+}

@@ -191,6 +191,24 @@ void capability_contract(const std::string& name, Component& c, const BuildConte
     PathSample s = path.sample(x0, x1, t);
     require(max_abs(conv.velocity_to_data(s.dxt, s.xt, t), x1) < 1e-6, "velocity_to_data of a point mass is not the point");
     require(torch::isfinite(conv.velocity_to_score(s.dxt, s.xt, t)).all().item<bool>(), "velocity_to_score is not finite");
+  } else if (name == "prior_density") {
+    // In one dimension: the density integrates to 1 and has the mean and variance of the
+    // prior's own draws (the density and the sampler describe the same distribution).
+    const auto& density = *capability<PriorDensity>(c);
+    const auto& path = dynamic_cast<const Path&>(c);
+    auto g = gen_of(5);
+    torch::Tensor draws = path.prior(20000, {1}, g, opts).reshape({-1});
+    const double reach = 1.5 * draws.abs().max().item<double>();
+    torch::Tensor xs = torch::linspace(-reach, reach, 20001, opts);
+    torch::Tensor lp = density.prior_log_density(xs.unsqueeze(1));
+    require(lp.sizes().equals({xs.size(0)}), "prior_log_density is not one number per item");
+    torch::Tensor p = lp.exp();
+    const double dx = 2 * reach / 20000, mass = (p.sum().item<double>() - 0.5 * (p[0] + p[-1]).item<double>()) * dx;
+    require(std::abs(mass - 1) < 0.02, "prior_log_density does not integrate to 1 (" + std::to_string(mass) + ")");
+    const double mean = (xs * p).sum().item<double>() * dx, var = ((xs - mean).pow(2) * p).sum().item<double>() * dx;
+    const double sd = draws.std().item<double>();
+    require(std::abs(mean - draws.mean().item<double>()) < 0.05 * sd && std::abs(var / (sd * sd) - 1) < 0.05,
+            "prior_log_density's mean/variance differ from the prior's draws");
   } else if (name == "noise_kernel") {
     const auto& k = *capability<NoiseKernel>(c);
     auto g = gen_of(6);

@@ -49,4 +49,26 @@ double linear_probe_accuracy(const torch::Tensor& z_in, const torch::Tensor& lab
   return pred.eq(y.slice(0, n_train)).to(torch::kDouble).mean().item<double>();
 }
 
+Straightness flow_straightness(const VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid) {
+  const torch::Tensor g = grid.to(torch::kCPU, torch::kDouble).contiguous();
+  if (g.dim() != 1 || g.size(0) < 2) throw Error("flow_straightness: needs a 1-D grid of at least two times");
+  const double* t = g.data_ptr<double>();
+  const double span = t[g.size(0) - 1] - t[0];
+  std::vector<torch::Tensor> velocities;
+  std::vector<double> weights;
+  torch::Tensor x = x0;
+  for (int64_t i = 0; i + 1 < g.size(0); ++i) {
+    torch::Tensor v = f(x, torch::scalar_tensor(t[i], x0.options()));
+    x = x + (t[i + 1] - t[i]) * v;
+    velocities.push_back(v.to(torch::kDouble).flatten(1));
+    weights.push_back((t[i + 1] - t[i]) / span);
+  }
+  const torch::Tensor chord = ((x - x0).to(torch::kDouble) / span).flatten(1);
+  double gap = 0;
+  for (size_t k = 0; k < velocities.size(); ++k)
+    gap += weights[k] * (velocities[k] - chord).pow(2).sum(1).mean().item<double>();
+  const double scale = chord.pow(2).sum(1).mean().item<double>();
+  return {gap, scale > 0 ? gap / scale : 0.0};
+}
+
 }  // namespace flowkit::core

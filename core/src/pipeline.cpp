@@ -43,12 +43,16 @@ const char* kHostSchema = R"json({
   "steps": {"type": "integer", "default": 0, "min": 0, "doc": "solver steps; 0 keeps the solver's own setting"},
   "seed": {"type": "integer", "default": 1, "min": 0, "doc": "seed of the sampling generator"},
   "use_ema": {"type": "boolean", "default": true, "doc": "sample with the EMA weights"},
-  "output": {"type": "string", "default": "samples", "doc": "folder inside the run directory"}
+  "output": {"type": "string", "default": "samples", "doc": "folder inside the run directory"},
+  "log_likelihood": {"type": "string", "default": "off", "choices": ["off", "exact", "hutchinson"], "doc": "also compute each sample's log-likelihood in the same forward solve (the divergence integrated along it: exact, or Hutchinson with one Rademacher probe per sample); written as log_likelihood.npy beside the samples, and eval reports sample_nll_bits_per_dim. Needs an ODE-integrating solver and a path with a prior density"}
  },
  "eval": {
   "metrics": {"type": "array", "default": [], "doc": "metric names of the domain; empty: all of the domain's metrics"},
   "reference_count": {"type": "integer", "default": 1000, "min": 1, "doc": "held-out items used as the reference"},
   "probe_label": {"type": "string", "default": "", "doc": "a label field of the reference batch (e.g. \"goal\"): eval also reports, for each of the model's representations at t = 1, the effective rank, the mean pairwise distance and the accuracy of a linear probe for this label (70/30 split of reference_count items); empty: off"},
+  "likelihood": {"type": "string", "default": "off", "choices": ["off", "exact", "hutchinson"], "doc": "if not off, eval also reports nll_bits_per_dim and nll_nats of the reference items under the flow: the reverse ODE from the data to the prior through the solver's integrator and grid, the divergence integrated in the same solve (exact: one backward pass per dimension; hutchinson: one Rademacher probe per item, seeded by eval.seed). A continuous density of the domain's (normalised) data, not dequantised"},
+  "likelihood_steps": {"type": "integer", "default": 0, "min": 0, "doc": "solver steps of the likelihood solve; 0: sample.steps, or the solver's own"},
+  "straightness_steps": {"type": "integer", "default": 0, "min": 0, "doc": "if > 0, eval also reports the straightness of the learned flow (straightness_gap, straightness_relative: the mean squared deviation of the velocity from the chord x_1 − x_0, Liu et al. 2023), integrated by Euler over this many steps of the solver's grid from min(sample.count, sample.batch_size) prior draws; needs an ODE-integrating solver; 0: off"},
   "seed": {"type": "integer", "default": 2, "min": 0, "doc": "seed of the evaluation generator (reference draw, random projections)"}
  }
 })json";

@@ -44,6 +44,7 @@ std::vector<std::string> capability_names(const Component& c) {
   add(capability<NamedOutputModel>(c) != nullptr, "named_outputs");
   add(capability<NoiseKernel>(c) != nullptr, "noise_kernel");
   add(capability<OdeIntegrator>(c) != nullptr, "ode_integrator");
+  add(capability<PriorDensity>(c) != nullptr, "prior_density");
   add(capability<RepresentationModel>(c) != nullptr, "representations");
   add(capability<SkippedData>(c) != nullptr, "skipped_data");
   add(capability<VelocityConversions>(c) != nullptr, "velocity_conversions");
@@ -82,9 +83,9 @@ torch::Tensor ObjectiveGuidance::velocity(Model& model, const Path* path, const 
   const auto* conv = capability<VelocityConversions>(path);
   if (!conv) throw Error("objective guidance needs a path with the velocity_conversions capability (the data estimate)");
   // Items outside [t_min, t_max] keep their velocity.
-  const torch::Tensor tb = t.dim() == 0 ? t.expand({x.size(0)}) : t;
-  const torch::Tensor inside = (tb >= options_.t_min) & (tb <= options_.t_max);
-  if (options_.scale == 0 || !inside.any().item<bool>()) return v;
+  const torch::Tensor inside = window_.inside(t, x.size(0));
+  if (window_.scale == 0 || !inside.any().item<bool>()) return v;
+  const torch::Tensor tb = per_item_times(t, x.size(0));
   torch::Tensor grad;
   {
     // Gradient skipping: the objective is differentiated in x̂ only, never through the network.
@@ -97,9 +98,7 @@ torch::Tensor ObjectiveGuidance::velocity(Model& model, const Path* path, const 
       throw Error("objective guidance: the objective must return one value per item ([B])");
     grad = torch::autograd::grad({loss.sum()}, {x_hat})[0];
   }
-  std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
-  shape[0] = x.size(0);
-  return v - options_.scale * inside.reshape(shape).to(v.dtype()) * grad.to(v.dtype());
+  return where_items(inside, v - window_.scale * grad.to(v.dtype()), v);
 }
 
 SolveResult euler_integrate(const VectorField& f, const torch::Tensor& x0, const torch::Tensor& grid,

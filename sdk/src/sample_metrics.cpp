@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "flowkit/assignment.h"
 #include "flowkit/error.h"
 #include "flowkit/random.h"
 #include "flowkit/sample_metrics.h"
@@ -84,45 +85,57 @@ double sliced_w2(const torch::Tensor& x_in, const torch::Tensor& y_in, int64_t p
   return (quantiles(sx, K) - quantiles(sy, K)).pow(2).mean().item<double>();
 }
 
-// Minimum-cost assignment of a square cost matrix (Hungarian algorithm with potentials,
-// O(n^3)); returns the total cost.
-static double assignment_cost(const std::vector<double>& cost, int64_t n) {
+}  // namespace flowkit::metrics
+
+namespace flowkit {
+
+std::vector<int64_t> min_cost_assignment(const std::vector<double>& cost, int64_t n) {
+  if (static_cast<int64_t>(cost.size()) != n * n) throw Error("min_cost_assignment: the cost matrix is not n x n");
   const double inf = std::numeric_limits<double>::infinity();
-  std::vector<double> u(n + 1, 0), v(n + 1, 0), minv(n + 1);
-  std::vector<int64_t> p(n + 1, 0), way(n + 1, 0);
-  std::vector<char> used(n + 1);
-  for (int64_t i = 1; i <= n; ++i) {
-    p[0] = i;
-    int64_t j0 = 0;
-    std::fill(minv.begin(), minv.end(), inf);
-    std::fill(used.begin(), used.end(), 0);
+  // Row potentials u, column potentials v; owner[j] is the row matched to column j (1-based;
+  // column 0 is the virtual start of each augmenting path).
+  std::vector<double> u(n + 1, 0), v(n + 1, 0), slack(n + 1);
+  std::vector<int64_t> owner(n + 1, 0), previous(n + 1, 0);
+  std::vector<char> visited(n + 1);
+  for (int64_t row = 1; row <= n; ++row) {
+    owner[0] = row;
+    int64_t col = 0;
+    std::fill(slack.begin(), slack.end(), inf);
+    std::fill(visited.begin(), visited.end(), 0);
+    // Grow a shortest-path tree from `row` until it reaches a free column.
     do {
-      used[j0] = 1;
-      const int64_t i0 = p[j0];
+      visited[col] = 1;
+      const int64_t r = owner[col];
       double delta = inf;
-      int64_t j1 = 0;
+      int64_t next = 0;
       for (int64_t j = 1; j <= n; ++j) {
-        if (used[j]) continue;
-        const double cur = cost[(i0 - 1) * n + (j - 1)] - u[i0] - v[j];
-        if (cur < minv[j]) minv[j] = cur, way[j] = j0;
-        if (minv[j] < delta) delta = minv[j], j1 = j;
+        if (visited[j]) continue;
+        const double reduced = cost[(r - 1) * n + (j - 1)] - u[r] - v[j];
+        if (reduced < slack[j]) slack[j] = reduced, previous[j] = col;
+        if (slack[j] < delta) delta = slack[j], next = j;
       }
       for (int64_t j = 0; j <= n; ++j) {
-        if (used[j]) u[p[j]] += delta, v[j] -= delta;
-        else minv[j] -= delta;
+        if (visited[j]) u[owner[j]] += delta, v[j] -= delta;
+        else slack[j] -= delta;
       }
-      j0 = j1;
-    } while (p[j0] != 0);
+      col = next;
+    } while (owner[col] != 0);
+    // Flip the matching along the path back to the start.
     do {
-      const int64_t j1 = way[j0];
-      p[j0] = p[j1];
-      j0 = j1;
-    } while (j0);
+      const int64_t back = previous[col];
+      owner[col] = owner[back];
+      col = back;
+    } while (col != 0);
   }
-  double total = 0;
-  for (int64_t j = 1; j <= n; ++j) total += cost[(p[j] - 1) * n + (j - 1)];
-  return total;
+  std::vector<int64_t> column_of(n, -1);
+  for (int64_t j = 1; j <= n; ++j)
+    if (owner[j] > 0) column_of[owner[j] - 1] = j - 1;
+  return column_of;
 }
+
+}  // namespace flowkit
+
+namespace flowkit::metrics {
 
 double exact_w2(const torch::Tensor& x_in, const torch::Tensor& y_in) {
   torch::Tensor x = as_rows(x_in), y = as_rows(y_in);
@@ -132,7 +145,10 @@ double exact_w2(const torch::Tensor& x_in, const torch::Tensor& y_in) {
   if (n < 1 || n > 2000) throw Error("exact_w2 needs 1..2000 samples on each side");
   torch::Tensor c = torch::cdist(x, y, 2.0, 2).pow(2).contiguous();
   std::vector<double> cost(c.data_ptr<double>(), c.data_ptr<double>() + n * n);
-  return assignment_cost(cost, n) / static_cast<double>(n);
+  const std::vector<int64_t> col = min_cost_assignment(cost, n);
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) total += cost[i * n + col[i]];
+  return total / static_cast<double>(n);
 }
 
 }  // namespace flowkit::metrics

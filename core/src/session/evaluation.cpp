@@ -60,6 +60,47 @@ nlohmann::json probe_representations(SessionState& s, const std::string& label, 
   return out;
 }
 
+// Log-likelihood of the reference items under the flow, by the reverse ODE.
+torch::Tensor reference_flow_log_likelihood(SessionState& s, const std::string& kind, torch::Generator& g) {
+  const auto [integrator, prior] = likelihood_parts(s, "/eval/likelihood");
+  torch::NoGradGuard no_grad;
+  auto swap = s.ema->swap_in(s.sample_cfg.get<bool>("use_ema"));
+  Batch ref = s.parts.domain->reference(s.eval_cfg.get<int64_t>("reference_count"), g).to(s.device);
+  const Conditioning cond = ref.without({"x"});
+  Model& model = *s.parts.model;
+  VectorField field = [&](const torch::Tensor& x, const torch::Tensor& t) { return model.forward(x, t.expand({x.size(0)}), cond); };
+  int64_t steps = s.eval_cfg.get<int64_t>("likelihood_steps");
+  if (steps == 0) steps = s.sample_cfg.get<int64_t>("steps");
+  const torch::Tensor& x = ref.at("x");
+  model.module().eval();
+  FlowLikelihood r = data_log_likelihood(field, prior, integrator, integrator.grid(steps).to(x.options()), x,
+                                         divergence_options(kind), g);
+  model.module().train();
+  return r.log_likelihood;
+}
+
+// The straightness of the sampled (guided, EMA) velocity field along the solver's own grid.
+Straightness measure_straightness(SessionState& s, int64_t steps, torch::Generator& g) {
+  const auto* integrator = capability<OdeIntegrator>(*s.parts.solver);
+  if (!integrator)
+    throw ConfigError(s.pipeline.file, "/eval/straightness_steps", "the solver integrates no ODE (it has no OdeIntegrator capability)");
+  if (!s.parts.path) throw ConfigError(s.pipeline.file, "/eval/straightness_steps", "the pipeline has no path (no prior to start from)");
+  torch::NoGradGuard no_grad;
+  auto swap = s.ema->swap_in(s.sample_cfg.get<bool>("use_ema"));
+  std::optional<GuidedModel> guided;
+  if (s.parts.guidance) guided.emplace(*s.parts.model, *s.parts.guidance, s.parts.path);
+  Model& model = guided ? static_cast<Model&>(*guided) : *s.parts.model;
+  const int64_t n = std::min(s.sample_cfg.get<int64_t>("count"), s.sample_cfg.get<int64_t>("batch_size"));
+  const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(s.device);
+  const Conditioning cond = s.parts.domain->sample_conditions(0, n, g).to(s.device);
+  const torch::Tensor x0 = s.parts.path->prior(n, s.parts.domain->item_shape(), g, options);
+  VectorField field = [&](const torch::Tensor& x, const torch::Tensor& t) { return model.forward(x, t.expand({x.size(0)}), cond); };
+  s.parts.model->module().eval();
+  Straightness out = flow_straightness(field, x0, integrator->grid(steps).to(options));
+  s.parts.model->module().train();
+  return out;
+}
+
 }  // namespace
 
 nlohmann::json evaluate_run(SessionState& s) {
@@ -87,9 +128,24 @@ nlohmann::json evaluate_run(SessionState& s) {
     Batch reference = s.parts.domain->reference(s.eval_cfg.get<int64_t>("reference_count"), eval_gen);
     result = s.parts.domain->evaluate(samples, reference, metrics, eval_gen);
     result["samples"] = samples.at("x").size(0);
+    if (samples.has("log_likelihood"))  // from the sampling solve itself (sample.log_likelihood)
+      result["sample_nll_bits_per_dim"] = bits_per_dim(samples.at("log_likelihood"), samples.at("x")[0].numel());
     result["sample_seconds"] = sample_seconds;  // wall time of generating them (all chunks)
   }
   if (flow) result["nll_bits_per_dim"] = reference_bits_per_dim(s, *flow, eval_gen);
+  else if (const std::string kind = s.eval_cfg.get<std::string>("likelihood"); kind != "off") {
+    const torch::Tensor ll = reference_flow_log_likelihood(s, kind, eval_gen);
+    int64_t dims = 1;
+    for (int64_t d : s.parts.domain->item_shape()) dims *= d;
+    result["nll_bits_per_dim"] = bits_per_dim(ll, dims);
+    result["nll_nats"] = -ll.to(torch::kDouble).mean().item<double>();
+  }
+  if (const int64_t steps = s.eval_cfg.get<int64_t>("straightness_steps"); steps > 0) {
+    auto g = make_generator(s.device, static_cast<uint64_t>(s.sample_cfg.get<int64_t>("seed")));
+    const Straightness st = measure_straightness(s, steps, g);
+    result["straightness_gap"] = st.gap;
+    result["straightness_relative"] = st.relative;
+  }
   const std::string label = s.eval_cfg.get<std::string>("probe_label");
   if (!label.empty()) result["representations"] = probe_representations(s, label, eval_gen);
   if (const auto* data = capability<SkippedData>(*s.parts.domain)) {

@@ -8,6 +8,32 @@ namespace fs = std::filesystem;
 
 namespace flowkit::core {
 
+std::pair<const OdeIntegrator&, const PriorDensity&> likelihood_parts(SessionState& s, const std::string& json_path) {
+  const auto* integrator = capability<OdeIntegrator>(*s.parts.solver);
+  const auto* prior = capability<PriorDensity>(s.parts.path);
+  if (!integrator) throw ConfigError(s.pipeline.file, json_path, "the solver integrates no ODE (it has no OdeIntegrator capability)");
+  if (!prior) throw ConfigError(s.pipeline.file, json_path, "the path has no prior density (no PriorDensity capability)");
+  return {*integrator, *prior};
+}
+
+namespace {
+// The samples and their log-likelihood ("log_likelihood" field) from one forward solve of the
+// solver's integrator.
+SolveResult sample_with_likelihood(SessionState& s, Model& model, const SampleRequest& req, const std::string& kind,
+                                   torch::Generator& g) {
+  const auto [integrator, prior] = likelihood_parts(s, "/sample/log_likelihood");
+  const torch::Tensor x0 = s.parts.path->prior(req.n, req.item_shape, g, req.options);
+  VectorField field = [&](const torch::Tensor& x, const torch::Tensor& t) { return model.forward(x, t.expand({x.size(0)}), req.cond); };
+  FlowLikelihood f = sample_log_likelihood(field, prior, integrator, integrator.grid(req.steps).to(req.options), x0,
+                                           divergence_options(kind), g);
+  SolveResult r;
+  r.x = f.x;
+  r.nfe = f.nfe;
+  r.fields.set("log_likelihood", f.log_likelihood);
+  return r;
+}
+}  // namespace
+
 Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torch::Generator& g, int64_t* nfe,
                int64_t* network_evaluations) {
   if (!s.parts.solver) throw Error("sampling needs a solver in the pipeline");
@@ -28,6 +54,7 @@ Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torc
     throw Error(fmt::format("{} samples (sample.count) need {} of memory, over the budget of {} (FLOWKIT_MEMORY_LIMIT; "
                             "default 90 % of the memory available at start); lower sample.count",
                             count, format_bytes(static_cast<uint64_t>(std::min(needed, 1.8e19L))), format_bytes(memory_budget())));
+  const std::string likelihood_kind = s.sample_cfg.get<std::string>("log_likelihood");
   std::vector<Batch> chunks;
   *nfe = 0;
   Progress progress("sampling", count);
@@ -40,7 +67,8 @@ Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torc
     req.steps = steps;
     req.options = torch::TensorOptions().dtype(torch::kFloat32).device(s.device);
     if (guided) guided->reset_evaluations();
-    SolveResult r = s.parts.solver->sample(sampled, s.parts.path, req, g);
+    SolveResult r = likelihood_kind == "off" ? s.parts.solver->sample(sampled, s.parts.path, req, g)
+                                             : sample_with_likelihood(s, sampled, req, likelihood_kind, g);
     Batch b = req.cond.to(torch::kCPU);
     b.set("x", r.x.to(torch::kCPU));
     for (const auto& [name, value] : r.fields) b.set(name, value.to(torch::kCPU));

@@ -209,6 +209,12 @@ std::vector<std::string> Session::sample() {
   fs::path out = s.dir.samples(s.sample_cfg.get<std::string>("output"));
   fs::create_directories(out);
   auto files = s.parts.domain->write(samples, out.string(), "samples");
+  if (samples.has("log_likelihood")) {  // sample.log_likelihood: one value per sample, natural log
+    const torch::Tensor ll = samples.at("log_likelihood").to(torch::kFloat).contiguous();
+    const std::string file = (out / "log_likelihood.npy").string();
+    io::write_npy(file, ll.data_ptr<float>(), {ll.size(0)});
+    files.push_back(file);
+  }
   if (network != nfe)
     spdlog::info("wrote {} samples ({} solver steps' evaluations, {} network evaluations each with guidance) to {}",
                  samples.at("x").size(0), nfe, network, out.string());

@@ -110,6 +110,10 @@ void dp_average_gradients(SessionState& s);
 void dp_gather_rank_streams(SessionState& s);  // into s.rank_streams, before a checkpoint
 nlohmann::json dp_check_replicas(SessionState& s);  // at the end: the parameters are the same on every rank
 // generation.cpp
+// The solver's ODE integrator and the path's prior density, which likelihoods need, or a
+// ConfigError at `json_path` (e.g. "/eval/likelihood") saying which is missing.
+std::pair<const OdeIntegrator&, const PriorDensity&> likelihood_parts(SessionState& s, const std::string& json_path);
+
 // *nfe: the solver's evaluations of the velocity per sample; *network_evaluations (if given):
 // the network's, which guidance may multiply (classifier-free: the conditional and null passes).
 Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torch::Generator& g, int64_t* nfe,

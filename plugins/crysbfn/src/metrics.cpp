@@ -1,4 +1,4 @@
-// Crystal metrics: lattice reduction, linear assignment, the StructureMatcher port,
+// Crystal metrics: lattice reduction, the StructureMatcher port (assignment: flowkit/assignment.h),
 // structural/composition validity, density and the 1-D Wasserstein distance.
 #include "crysbfn/metrics.h"
 
@@ -7,6 +7,8 @@
 #include <functional>
 #include <limits>
 #include <numeric>
+
+#include "flowkit/assignment.h"
 
 namespace crysbfn {
 
@@ -110,46 +112,6 @@ Mat3 niggli_reduce(const Mat3& lattice, double tol) {
     for (auto& r : B)
       for (double& v : r) v = -v;
   return B;
-}
-
-// ---- linear assignment ------------------------------------------------------------------
-
-std::vector<int> linear_assignment(const std::vector<double>& cost, int n) {
-  // Hungarian algorithm with potentials (1-indexed arrays; p[j] = row assigned to column j).
-  std::vector<double> u(n + 1, 0), v(n + 1, 0), minv(n + 1);
-  std::vector<int> p(n + 1, 0), way(n + 1, 0);
-  std::vector<char> used(n + 1);
-  for (int i = 1; i <= n; ++i) {
-    p[0] = i;
-    int j0 = 0;
-    std::fill(minv.begin(), minv.end(), kInf);
-    std::fill(used.begin(), used.end(), 0);
-    do {
-      used[j0] = 1;
-      int i0 = p[j0], j1 = 0;
-      double delta = kInf;
-      for (int j = 1; j <= n; ++j) {
-        if (used[j]) continue;
-        double cur = cost[static_cast<size_t>(i0 - 1) * n + (j - 1)] - u[i0] - v[j];
-        if (cur < minv[j]) minv[j] = cur, way[j] = j0;
-        if (minv[j] < delta) delta = minv[j], j1 = j;
-      }
-      for (int j = 0; j <= n; ++j) {
-        if (used[j]) u[p[j]] += delta, v[j] -= delta;
-        else minv[j] -= delta;
-      }
-      j0 = j1;
-    } while (p[j0] != 0);
-    do {
-      int j1 = way[j0];
-      p[j0] = p[j1];
-      j0 = j1;
-    } while (j0);
-  }
-  std::vector<int> row_to_col(n, -1);
-  for (int j = 1; j <= n; ++j)
-    if (p[j] > 0) row_to_col[p[j] - 1] = j - 1;
-  return row_to_col;
 }
 
 // ---- helpers ----------------------------------------------------------------------------
@@ -504,7 +466,7 @@ MatchResult match_structures(const Crystal& pred_in, const Crystal& ref_in, cons
               if (!within) continue;
               d2[static_cast<size_t>(i) * n + j] = shortest_image(dl, lll, &vecs[static_cast<size_t>(i) * n + j]);
             }
-          std::vector<int> sol = linear_assignment(d2, n);
+          const std::vector<int64_t> sol = flowkit::min_cost_assignment(d2, n);
           Vec3 tau{0, 0, 0};
           bool feasible = true;
           for (int i = 0; i < n; ++i) {

@@ -11,6 +11,8 @@
 #include <map>
 #include <numeric>
 #include <random>
+
+#include "flowkit/assignment.h"
 #include <set>
 
 #include "crysbfn/crystal.h"
@@ -499,7 +501,7 @@ TEST(CrysMatcher, LinearAssignmentIsOptimal) {
       for (int i = 0; i < n; ++i) s += cost[static_cast<size_t>(i) * n + perm[i]];
       if (s < best) best = s, best_perm = perm;
     } while (std::next_permutation(perm.begin(), perm.end()));
-    auto sol = linear_assignment(cost, n);
+    auto sol = flowkit::min_cost_assignment(cost, n);
     double s = 0;
     for (int i = 0; i < n; ++i) s += cost[static_cast<size_t>(i) * n + sol[i]];
     EXPECT_NEAR(s, best, 1e-12) << n;

@@ -12,27 +12,16 @@
 
 namespace standard {
 
-namespace {
-torch::Tensor per_item(const torch::Tensor& t, int64_t B) { return t.dim() == 0 ? t.expand({B}) : t.reshape({B}); }
-
-// A [B] mask broadcast over the item's dimensions.
-torch::Tensor broadcast_mask(const torch::Tensor& mask, const torch::Tensor& like) {
-  std::vector<int64_t> shape(static_cast<size_t>(like.dim()), 1);
-  shape[0] = like.size(0);
-  return mask.reshape(shape);
-}
-}  // namespace
-
 torch::Tensor ClassifierFreeGuidance::velocity(flowkit::Model& model, const flowkit::Path*, const torch::Tensor& x,
                                                const torch::Tensor& t, const flowkit::Conditioning& cond,
                                                int64_t* evaluations) const {
   if (!cond.has("label"))
     throw flowkit::Error("standard.cfg: classifier-free guidance needs a 'label' condition, and sampling gives none");
   const int64_t B = x.size(0);
-  const torch::Tensor tb = per_item(t, B);
-  const torch::Tensor inside = (tb >= options_.t_min) & (tb <= options_.t_max);
+  const flowkit::GuidanceWindow& w = options_.window;
+  const torch::Tensor inside = w.inside(t, B);
   // Scale 1 is the conditional velocity itself: no null-class pass to pay for.
-  if (options_.scale == 1.0 || !inside.any().item<bool>()) {
+  if (w.scale == 1.0 || !inside.any().item<bool>()) {
     *evaluations = 1;
     return model.forward(x, t, cond);
   }
@@ -41,11 +30,11 @@ torch::Tensor ClassifierFreeGuidance::velocity(flowkit::Model& model, const flow
   for (const auto& [name, value] : cond) both.set(name, torch::cat({value, value}));
   const torch::Tensor label = cond.at("label");
   both.set("label", torch::cat({label, torch::full_like(label, options_.null_label)}));
+  const torch::Tensor tb = flowkit::per_item_times(t, B);
   torch::Tensor v = model.forward(torch::cat({x, x}), torch::cat({tb, tb}), both);
   torch::Tensor v_label = v.slice(0, 0, B), v_null = v.slice(0, B);
   *evaluations = 2;
-  torch::Tensor guided = v_null + options_.scale * (v_label - v_null);
-  return torch::where(broadcast_mask(inside, guided), guided, v_label);
+  return flowkit::where_items(inside, v_null + w.scale * (v_label - v_null), v_label);
 }
 
 torch::Tensor BoxGuidance::objective(const torch::Tensor& x_hat, const flowkit::Conditioning&) const {
@@ -63,8 +52,8 @@ torch::Tensor BoxGuidance::objective(const torch::Tensor& x_hat, const flowkit::
 }
 
 namespace {
-flowkit::ObjectiveGuidanceOptions interval_and_scale(const flowkit::Config& cfg) {
-  flowkit::ObjectiveGuidanceOptions o;
+flowkit::GuidanceWindow interval_and_scale(const flowkit::Config& cfg) {
+  flowkit::GuidanceWindow o;
   o.scale = cfg.get<double>("scale");
   o.t_min = cfg.get<double>("t_min");
   o.t_max = cfg.get<double>("t_max");
@@ -74,11 +63,8 @@ flowkit::ObjectiveGuidanceOptions interval_and_scale(const flowkit::Config& cfg)
 }  // namespace
 
 std::unique_ptr<flowkit::Component> make_cfg(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
-  const flowkit::ObjectiveGuidanceOptions common = interval_and_scale(cfg);
   CfgOptions o;
-  o.scale = common.scale;
-  o.t_min = common.t_min;
-  o.t_max = common.t_max;
+  o.window = interval_and_scale(cfg);
   o.null_label = ctx.domain ? ctx.domain->num_classes() : 0;
   if (o.null_label <= 0)
     cfg.fail("type", "classifier-free guidance needs a labelled domain (num_classes > 0) and a model trained with "
@@ -87,7 +73,7 @@ std::unique_ptr<flowkit::Component> make_cfg(const flowkit::Config& cfg, const f
 }
 
 std::unique_ptr<flowkit::Component> make_box_guidance(const flowkit::Config& cfg, const flowkit::BuildContext& ctx) {
-  const flowkit::ObjectiveGuidanceOptions o = interval_and_scale(cfg);
+  const flowkit::GuidanceWindow o = interval_and_scale(cfg);
   if (!flowkit::capability<flowkit::VelocityConversions>(ctx.path))
     cfg.fail("type", "box guidance needs a path with the velocity_conversions capability (its data estimate)");
   std::vector<double> low = optional_number_array(cfg, "low").value_or(std::vector<double>{});

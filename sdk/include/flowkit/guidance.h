@@ -5,12 +5,38 @@
 // a "guidance" section, so every solver of every plugin is guided the same way.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "flowkit/model.h"
 
 namespace flowkit {
 
 class Path;
+
+// Times as [B]: a 0-dim t (one time for the whole batch) expanded.
+inline torch::Tensor per_item_times(const torch::Tensor& t, int64_t batch) {
+  return t.dim() == 0 ? t.expand({batch}) : t.reshape({batch});
+}
+
+// The strength of a guidance and the times it acts at, shared by every kind of guidance.
+struct GuidanceWindow {
+  double scale = 0;  // strength (its meaning is the guidance's own)
+  double t_min = 0;  // guided only for t in [t_min, t_max] (a guidance interval)
+  double t_max = 1;
+  // [B] mask of the items whose time lies in the window; t is [B] or 0-dim.
+  torch::Tensor inside(const torch::Tensor& t, int64_t batch) const {
+    const torch::Tensor tb = per_item_times(t, batch);
+    return (tb >= t_min) & (tb <= t_max);
+  }
+};
+
+// Per item, `guided` where mask [B] is true and `plain` elsewhere (mask broadcast over the
+// item's dimensions).
+inline torch::Tensor where_items(const torch::Tensor& mask, const torch::Tensor& guided, const torch::Tensor& plain) {
+  std::vector<int64_t> shape(static_cast<size_t>(guided.dim()), 1);
+  shape[0] = guided.size(0);
+  return torch::where(mask.reshape(shape), guided, plain);
+}
 
 class Guidance : public Component {
  public:

@@ -9,24 +9,19 @@
 
 namespace flowkit {
 
-struct ObjectiveGuidanceOptions {
-  double scale = 0;  // step of the gradient in velocity units
-  double t_min = 0;  // guided only for t in [t_min, t_max]
-  double t_max = 1;
-};
-
 class ObjectiveGuidance : public Guidance {
  public:
-  explicit ObjectiveGuidance(ObjectiveGuidanceOptions options) : options_(options) {}
+  // window.scale: the step of the gradient in velocity units.
+  explicit ObjectiveGuidance(GuidanceWindow window) : window_(window) {}
   // Per-item objective [B] of the data estimate x̂ [B, ...] (to be lowered); differentiable in x̂.
   virtual torch::Tensor objective(const torch::Tensor& x_hat, const Conditioning& cond) const = 0;
   // Needs the path's velocity_conversions capability (an error names the path otherwise).
   torch::Tensor velocity(Model& model, const Path* path, const torch::Tensor& x, const torch::Tensor& t,
                          const Conditioning& cond, int64_t* evaluations) const override;
-  const ObjectiveGuidanceOptions& options() const { return options_; }
+  const GuidanceWindow& window() const { return window_; }
 
  private:
-  ObjectiveGuidanceOptions options_;
+  GuidanceWindow window_;
 };
 
 }  // namespace flowkit

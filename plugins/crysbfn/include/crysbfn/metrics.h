@@ -16,10 +16,6 @@ Mat3 lll_reduce(const Mat3& lattice, double delta = 0.75);
 // started from the LLL basis; the returned basis spans the same lattice, det > 0.
 Mat3 niggli_reduce(const Mat3& lattice, double tol = 1e-5);
 
-// Minimum-cost perfect assignment of a square cost matrix (row-major n x n); returns for
-// each row the column assigned (Hungarian algorithm with potentials, O(n^3)).
-std::vector<int> linear_assignment(const std::vector<double>& cost, int n);
-
 // ---- StructureMatcher -------------------------------------------------------------------
 // stol, ltol, angle_tol are parameters of `crysbfn.crystal` (defaults: plugin.json).
 struct MatcherOptions {

@@ -8,6 +8,8 @@
 #include <string>
 
 #include "flowkit/config.h"
+#include "flowkit/capabilities/invertible.h"
+#include "flowkit/capabilities/prior_density.h"
 #include "flowkit/capabilities/velocity_conversions.h"
 #include "flowkit/path.h"
 #include "flowkit/registry.h"
@@ -87,7 +89,7 @@ torch::Tensor broadcast_time(const torch::Tensor& t, const torch::Tensor& like);
 // Score (Gaussian source x0 ~ N(0, I), Tweedie): grad log p_t(x) = -E[x0 | x_t = x] / sigma,
 // and E[x0 | x] = velocity_to_epsilon(v*, x) for the marginal velocity v*, so
 //   score = (alpha v - d_alpha x) / (sigma (d_alpha sigma - alpha d_sigma)).
-class AffinePath : public flowkit::Path, public flowkit::VelocityConversions {
+class AffinePath : public flowkit::Path, public flowkit::VelocityConversions, public flowkit::PriorDensity {
  public:
   explicit AffinePath(std::shared_ptr<const Scheduler> scheduler);
 
@@ -95,6 +97,10 @@ class AffinePath : public flowkit::Path, public flowkit::VelocityConversions {
                              const torch::Tensor& t) const override;
   torch::Tensor prior(int64_t n, const std::vector<int64_t>& item_shape, torch::Generator& gen,
                       const torch::TensorOptions& options) const override;
+  // PriorDensity: the prior is N(0, I).
+  torch::Tensor prior_log_density(const torch::Tensor& x) const override {
+    return flowkit::standard_normal_log_density(x);
+  }
   // VelocityConversions: x̂1 = velocity_to_target, and the score above.
   torch::Tensor velocity_to_data(const torch::Tensor& velocity, const torch::Tensor& x,
                                  const torch::Tensor& t) const override {

@@ -14,10 +14,8 @@ namespace standard {
 
 // The parameters of `standard.cfg` (defaults: plugin.json) and the null class.
 struct CfgOptions {
-  double scale = 0;        // w: v = v_null + w (v_label − v_null); 1 is plain conditional sampling
-  double t_min = 0;        // guided only for t in [t_min, t_max] (a guidance interval)
-  double t_max = 0;
-  int64_t null_label = 0;  // the domain's num_classes: the class the training dropout used
+  flowkit::GuidanceWindow window;  // scale w: v = v_null + w (v_label − v_null); 1 is plain conditional sampling
+  int64_t null_label = 0;          // the domain's num_classes: the class the training dropout used
 };
 
 // Classifier-free guidance: the conditional and the null-class velocity in one batched pass
@@ -37,8 +35,8 @@ class ClassifierFreeGuidance : public flowkit::Guidance {
 // a region of data space without retraining (any domain of flat or shaped items).
 class BoxGuidance : public flowkit::ObjectiveGuidance {
  public:
-  BoxGuidance(flowkit::ObjectiveGuidanceOptions options, std::vector<double> low, std::vector<double> high)
-      : ObjectiveGuidance(options), low_(std::move(low)), high_(std::move(high)) {}
+  BoxGuidance(flowkit::GuidanceWindow window, std::vector<double> low, std::vector<double> high)
+      : ObjectiveGuidance(window), low_(std::move(low)), high_(std::move(high)) {}
   torch::Tensor objective(const torch::Tensor& x_hat, const flowkit::Conditioning& cond) const override;
 
  private:

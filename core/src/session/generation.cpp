@@ -13,6 +13,13 @@ std::pair<const OdeIntegrator&, const PriorDensity&> likelihood_parts(SessionSta
   const auto* prior = capability<PriorDensity>(s.parts.path);
   if (!integrator) throw ConfigError(s.pipeline.file, json_path, "the solver integrates no ODE (it has no OdeIntegrator capability)");
   if (!prior) throw ConfigError(s.pipeline.file, json_path, "the path has no prior density (no PriorDensity capability)");
+  // A stochastic integrator (an SDE) gives no density: it is the one whose result on a tiny
+  // decay changes with the generator.
+  const VectorField decay = [](const torch::Tensor& x, const torch::Tensor&) { return -x; };
+  const torch::Tensor x0 = torch::ones({2, 2}, torch::kDouble), grid = integrator->grid(4).to(torch::kDouble);
+  torch::Generator g1 = at::detail::createCPUGenerator(1), g2 = at::detail::createCPUGenerator(2);
+  if (!torch::equal(integrator->integrate(decay, x0, grid, g1).x, integrator->integrate(decay, x0, grid, g2).x))
+    throw ConfigError(s.pipeline.file, json_path, "the solver is stochastic (an SDE); a likelihood needs a deterministic ODE solver");
   return {*integrator, *prior};
 }
 

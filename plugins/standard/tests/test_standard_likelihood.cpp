@@ -180,6 +180,16 @@ TEST(Likelihood, QuickstartReportsBitsPerDimension) {
   h.load_checkpoint((fs::path(tmp.path()) / "trained" / "checkpoints" / "last.pt").string());
   const double hutch = h.evaluate().at("nll_bits_per_dim").get<double>();
   EXPECT_NEAR(hutch, after, 0.05 * std::abs(after) + 0.05);
+  // An SDE sampler gives no density: refused, naming the setting.
+  doc["solver"] = {{"type", "standard.euler_maruyama"}, {"diffusion", 0.5}};
+  flowkit::core::Pipeline sde = resolve_pipeline(doc, host);
+  flowkit::core::Session stochastic(sde, host, run_in(tmp.path(), "sde"));
+  try {
+    stochastic.evaluate();
+    FAIL() << "a likelihood through an SDE solver was not refused";
+  } catch (const flowkit::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("/sample/log_likelihood"), std::string::npos) << e.what();  // sampling comes first
+  }
   bool written = false;
   for (const auto& f : s.sample())
     if (fs::path(f).filename() == "log_likelihood.npy") {

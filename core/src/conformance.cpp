@@ -39,12 +39,15 @@ class Suite {
     return c.passed;
   }
 
+  // The manifest's defaults, with the component's "example" parameters where it has some.
   Config defaults(const ComponentSpec& spec) {
     std::vector<Problem> problems;
-    auto resolved = check_params(spec.params, {{"type", spec.type()}}, "conformance.json", "/" + spec.name, problems,
-                                 {"type"}, &host_);
+    nlohmann::json params = spec.example;
+    params["type"] = spec.type();
+    const std::string file = spec.manifest_file.empty() ? "conformance.json" : spec.manifest_file;
+    auto resolved = check_params(spec.params, params, file, "/" + spec.name, problems, {"type"}, &host_);
     if (!problems.empty()) throw Error("its manifest defaults do not validate: " + problems.front().str());
-    return Config(resolved, "conformance.json", "/" + spec.name);
+    return Config(resolved, file, "/" + spec.name);
   }
 
   // The plugin's own first component of `kind`, else every other plugin's, in search order.
@@ -117,14 +120,15 @@ class Suite {
     paths_.push_back(nullptr);  // components that need no path (likelihood models)
     for (const auto& spec : m.components) {
       if (spec.kind == Kind::loss || spec.kind == Kind::solver) run_paired(spec, ctx);
-      else if (spec.kind == Kind::guidance) run_guidance(m, spec, ctx);
+      else if (spec.kind == Kind::guidance || spec.kind == Kind::model) run_with_one_of_the_domains(m, spec, ctx);
       else run_component(spec, ctx);
     }
   }
 
   // A guidance may need more of the data than the first domain has (classifier-free guidance
-  // needs labels): it must work with one of its plugin's domains (and a model built for it).
-  void run_guidance(const PluginManifest& m, const ComponentSpec& spec, const BuildContext& base) {
+  // needs labels), a model other items (a U-Net images): it must work with one of its
+  // plugin's domains (and, for a guidance, a model built for it).
+  void run_with_one_of_the_domains(const PluginManifest& m, const ComponentSpec& spec, const BuildContext& base) {
     std::string errors;
     auto attempt = [&](const BuildContext& ctx) {
       ConformanceReport trial;

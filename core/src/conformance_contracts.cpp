@@ -179,6 +179,29 @@ void capability_contract(const std::string& name, Component& c, const BuildConte
     const bool deterministic = torch::equal(ode.integrate(decay, x0, grid, g3).x, a.x);
     if (deterministic)
       require(max_abs(a.x, torch::full_like(x0, std::exp(-1.0))) < 0.05, "integrate() misses exp(-1) on dx/dt = -x/span by more than 0.05");
+  } else if (name == "persistent_state") {
+    // What a checkpoint saves must restore to itself, and leave the component's data as it was.
+    auto& st = *capability<PersistentState>(c);
+    const io::TensorDict saved = st.persistent_state();
+    require(!saved.empty(), "persistent_state() is empty");
+    Domain* domain = dynamic_cast<Domain*>(&c);
+    auto g1 = gen_of(6), g2 = gen_of(6);
+    torch::Tensor before = domain ? domain->reference(8, g1).at("x") : torch::Tensor();
+    st.restore_state(saved);
+    const io::TensorDict again = st.persistent_state();
+    require(again.size() == saved.size(), "restore_state(persistent_state()) changes the number of entries");
+    for (size_t i = 0; i < saved.size(); ++i)
+      require(again[i].first == saved[i].first && torch::equal(again[i].second, saved[i].second),
+              "restore_state(persistent_state()) changes '" + saved[i].first + "'");
+    if (domain) require(torch::equal(domain->reference(8, g2).at("x"), before), "restoring its own state changes reference()");
+    io::TensorDict empty;
+    bool refused = false;
+    try {
+      st.restore_state(empty);
+    } catch (const Error&) {
+      refused = true;
+    }
+    require(refused, "restore_state() accepts an empty state without a flowkit::Error");
   } else if (name == "velocity_conversions") {
     // With data a single point x1, the marginal velocity is the conditional one, so the data
     // estimate from (dxt, xt, t) must be x1 exactly.

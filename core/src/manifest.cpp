@@ -8,7 +8,7 @@
 
 namespace flowkit::core {
 namespace {
-const std::vector<std::string> kParamTypes = {"integer", "number", "boolean", "string", "array", "object", "component"};
+const std::vector<std::string> kParamTypes = {"integer", "number", "boolean", "string", "array", "object", "component", "path"};
 
 std::string expect_string(const nlohmann::json& j, const std::string& key, const std::string& file,
                           const std::string& pointer, bool required = true) {
@@ -131,6 +131,11 @@ Expected<PluginManifest> parse_manifest(const std::string& text, const std::stri
             }
           }
         }
+      }
+      spec.manifest_file = file;
+      if (c.contains("example")) {
+        if (!c.at("example").is_object()) throw ConfigError(file, ptr + "/example", "expected an object of parameters");
+        spec.example = c.at("example");
       }
       if (c.contains("params")) {
         if (!c.at("params").is_object()) throw ConfigError(file, ptr + "/params", "expected an object");

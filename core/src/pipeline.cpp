@@ -83,6 +83,8 @@ bool check_value(const ParamSpec& p, const nlohmann::json& v, std::string* why, 
     if (!v.is_number()) return *why = std::string("expected number") + (p.allow_inf ? " or \"inf\"" : "") + ", found " + type_of(v), false;
   } else if (p.type == "boolean") {
     if (!v.is_boolean()) return *why = "expected boolean, found " + type_of(v), false;
+  } else if (p.type == "path") {
+    if (!v.is_string()) return *why = "expected a file or folder name (string), found " + type_of(v), false;
   } else if (p.type == "string") {
     if (!v.is_string()) return *why = "expected string, found " + type_of(v), false;
     if (!p.choices.empty() && std::find(p.choices.begin(), p.choices.end(), v.get<std::string>()) == p.choices.end()) {
@@ -113,6 +115,15 @@ bool check_value(const ParamSpec& p, const nlohmann::json& v, std::string* why, 
 }
 
 }  // namespace
+
+// A relative file name in a pipeline means: beside the pipeline file, wherever the command runs
+// from. The resolved pipeline keeps the absolute name, so a run reopened from its own
+// pipeline.resolved.json finds the same file.
+static std::string relative_to_pipeline(const std::string& name, const std::string& pipeline_file) {
+  namespace fs = std::filesystem;
+  if (name.empty() || fs::path(name).is_absolute() || !fs::is_regular_file(pipeline_file)) return name;
+  return fs::absolute(fs::path(pipeline_file).parent_path() / name).lexically_normal().string();
+}
 
 // A nested component: its type must exist and be of the declared kind; its parameters are
 // checked (and defaulted) like a top-level section's.
@@ -169,6 +180,7 @@ nlohmann::json check_params(const std::vector<ParamSpec>& params, const nlohmann
     nlohmann::json normalised;
     if (!check_value(*spec, value, &why, &normalised)) problems.push_back({file, pointer + "/" + key, why});
     else if (spec->type == "component" && host) out[key] = check_component(*spec, value, file, pointer + "/" + key, problems, *host);
+    else if (spec->type == "path") out[key] = relative_to_pipeline(normalised.get<std::string>(), file);
     else out[key] = normalised;
   }
   for (const auto& p : params) {

@@ -20,6 +20,7 @@ VelocityConversions::~VelocityConversions() = default;
 NoiseKernel::~NoiseKernel() = default;
 Environment::~Environment() = default;
 SkippedData::~SkippedData() = default;
+PersistentState::~PersistentState() = default;
 OdeIntegrator::~OdeIntegrator() = default;
 
 bool implements_interface(Kind kind, const Component& c) {
@@ -44,6 +45,7 @@ std::vector<std::string> capability_names(const Component& c) {
   add(capability<NamedOutputModel>(c) != nullptr, "named_outputs");
   add(capability<NoiseKernel>(c) != nullptr, "noise_kernel");
   add(capability<OdeIntegrator>(c) != nullptr, "ode_integrator");
+  add(capability<PersistentState>(c) != nullptr, "persistent_state");
   add(capability<PriorDensity>(c) != nullptr, "prior_density");
   add(capability<RepresentationModel>(c) != nullptr, "representations");
   add(capability<SkippedData>(c) != nullptr, "skipped_data");

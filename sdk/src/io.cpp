@@ -3,8 +3,11 @@
 
 #include <gif_lib.h>
 #include <png.h>
-
+// jpeglib.h needs FILE and size_t declared first.
 #include <cstdio>
+#include <jpeglib.h>
+
+#include <csetjmp>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -32,14 +35,16 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   if (ec) throw Error("cannot rename '" + tmp.string() + "' to '" + target.string() + "': " + ec.message());
 }
 
-void write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape) {
+namespace {
+void write_npy_bytes(const std::string& path, const char* descr, const void* data, size_t item_size,
+                     const std::vector<int64_t>& shape) {
   std::string dims;
   int64_t count = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
     dims += std::to_string(shape[i]) + (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
     count *= shape[i];
   }
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
+  std::string header = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
   // Pad so that magic(6)+version(2)+len(2)+header is a multiple of 64, ending in '\n'.
   size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
@@ -51,8 +56,17 @@ void write_npy(const std::string& path, const float* data, const std::vector<int
   bytes += static_cast<char>(len & 0xff);
   bytes += static_cast<char>(len >> 8);
   bytes += header;
-  bytes.append(reinterpret_cast<const char*>(data), static_cast<size_t>(count) * sizeof(float));
+  bytes.append(static_cast<const char*>(data), static_cast<size_t>(count) * item_size);
   write_file_atomic(path, bytes);
+}
+}  // namespace
+
+void write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape) {
+  write_npy_bytes(path, "<f4", data, sizeof(float), shape);
+}
+
+void write_npy_int64(const std::string& path, const int64_t* data, const std::vector<int64_t>& shape) {
+  write_npy_bytes(path, "<i8", data, sizeof(int64_t), shape);
 }
 
 std::vector<float> read_npy(const std::string& path, std::vector<int64_t>* shape) {
@@ -64,6 +78,31 @@ std::vector<float> read_npy(const std::string& path, std::vector<int64_t>* shape
 }
 
 std::vector<float> parse_npy(const std::string& bytes, const std::string& path, std::vector<int64_t>* shape) {
+  NpyArray a = parse_npy_array(bytes, path);
+  if (a.kind != 'f' || a.item_size != 4)
+    throw Error("'" + path + "': only float32 ('<f4') arrays are supported here, found " + std::string(1, a.kind) +
+                std::to_string(a.item_size));
+  if (a.fortran_order) throw Error("'" + path + "': only C-order arrays are supported (fortran_order must be False)");
+  *shape = a.shape;
+  std::vector<float> data(static_cast<size_t>(a.count()));
+  if (!data.empty()) std::memcpy(data.data(), a.data(), data.size() * sizeof(float));
+  return data;
+}
+
+int64_t NpyArray::count() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+NpyArray read_npy_array(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot open '" + path + "'");
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return parse_npy_array(std::move(bytes), path);
+}
+
+NpyArray parse_npy_array(std::string bytes, const std::string& path) {
   const std::string where = "'" + path + "'";
   if (bytes.size() < 10 || std::memcmp(bytes.data(), "\x93NUMPY", 6) != 0) throw Error(where + " is not a .npy file");
   // Version 1.0: a 2-byte header length; 2.0 and 3.0: 4 bytes (little-endian).
@@ -92,13 +131,24 @@ std::vector<float> parse_npy(const std::string& bytes, const std::string& path, 
     return e == std::string::npos ? "" : header.substr(v + 1, e - v - 1);
   };
   const std::string descr = value_of("descr", '\'', '\''), fortran = value_of("fortran_order", 0, 0);
-  if (descr != "<f4")
-    throw Error(where + ": only little-endian float32 ('<f4') arrays are supported, found '" + descr.substr(0, 20) + "'");
-  if (fortran.rfind("False", 0) != 0) throw Error(where + ": only C-order arrays are supported (fortran_order must be False)");
+  NpyArray a;
+  static const std::string kinds = "fiub";
+  const bool one_byte = descr.size() == 3 && descr[2] == '1';
+  if (descr.size() != 3 || !(descr[0] == '<' || (descr[0] == '|' && one_byte) || (descr[0] == '=' && one_byte)) ||
+      kinds.find(descr[1]) == std::string::npos || std::string("1248").find(descr[2]) == std::string::npos ||
+      (descr[1] == 'f' && descr[2] == '1') || (descr[1] == 'b' && descr[2] != '1'))
+    throw Error(where + ": unsupported dtype '" + descr.substr(0, 20) +
+                "' (expected little-endian numbers: <f2/<f4/<f8, <i1..<i8, <u1..<u8 or |b1; save with numpy's default byte order)");
+  if (descr[1] == 'f' && descr[2] == '2') throw Error(where + ": float16 arrays are not supported; save as float32");
+  a.kind = descr[1];
+  a.item_size = descr[2] - '0';
+  if (fortran.rfind("False", 0) == 0) a.fortran_order = false;
+  else if (fortran.rfind("True", 0) == 0) a.fortran_order = true;
+  else throw Error(where + ": no fortran_order in header");
   const std::string dims = value_of("shape", '(', ')');
   if (dims.find_first_not_of("0123456789, ") != std::string::npos || header.find("'shape'") == std::string::npos)
     throw Error(where + ": no shape in header");
-  shape->clear();
+  std::vector<int64_t>* shape = &a.shape;
   std::stringstream ss(dims);
   std::string item;
   uint64_t count = 1;
@@ -112,12 +162,12 @@ std::vector<float> parse_npy(const std::string& bytes, const std::string& path, 
       shape->push_back(static_cast<int64_t>(d));
     }
   // Checked before allocating: a header may promise more data than the file has.
-  if ((bytes.size() - offset) / sizeof(float) < count)
-    throw Error(where + ": truncated data (the header's shape needs " + std::to_string(count * sizeof(float)) + " bytes, " +
+  if ((bytes.size() - offset) / static_cast<size_t>(a.item_size) < count)
+    throw Error(where + ": truncated data (the header's shape needs " + std::to_string(count * a.item_size) + " bytes, " +
                 std::to_string(bytes.size() - offset) + " follow)");
-  std::vector<float> data(static_cast<size_t>(count));
-  if (count > 0) std::memcpy(data.data(), bytes.data() + offset, count * sizeof(float));
-  return data;
+  a.offset = offset;
+  a.bytes = std::move(bytes);
+  return a;
 }
 
 void write_png_rgb(const std::string& path, int width, int height, const std::vector<uint8_t>& rgb) {
@@ -155,6 +205,76 @@ std::vector<uint8_t> read_png_rgb(const std::string& path, int* width, int* heig
   *width = static_cast<int>(image.width);
   *height = static_cast<int>(image.height);
   return rgb;
+}
+
+namespace {
+// libjpeg reports errors through a callback that must not return: it jumps back to the reader.
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+void jpeg_fail(j_common_ptr info) {
+  auto* e = reinterpret_cast<JpegError*>(info->err);
+  (*info->err->format_message)(info, e->message);
+  std::longjmp(e->jump, 1);
+}
+// A warning (level -1) means damaged data — a truncated file decodes with gray filler rows
+// otherwise — so it fails the read too; trace messages (level >= 0) are ignored.
+void jpeg_message(j_common_ptr info, int level) {
+  if (level < 0) jpeg_fail(info);
+}
+}  // namespace
+
+std::vector<uint8_t> read_jpeg_rgb(const std::string& path, int* width, int* height) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error("cannot open '" + path + "'");
+  jpeg_decompress_struct info{};
+  JpegError err{};
+  info.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = &jpeg_fail;
+  err.mgr.emit_message = &jpeg_message;
+  std::vector<uint8_t> rgb;  // declared before setjmp: no object with a destructor is skipped
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&info);
+    std::fclose(f);
+    throw Error("'" + path + "' is not a readable JPEG file: " + err.message);
+  }
+  jpeg_create_decompress(&info);
+  jpeg_stdio_src(&info, f);
+  jpeg_read_header(&info, TRUE);
+  info.out_color_space = JCS_RGB;  // gray and YCbCr (and CMYK, which libjpeg refuses here) alike
+  jpeg_start_decompress(&info);
+  const size_t row = static_cast<size_t>(info.output_width) * 3;
+  if (info.output_components != 3 || static_cast<size_t>(info.output_height) * row > (size_t{1} << 31)) {
+    jpeg_destroy_decompress(&info);
+    std::fclose(f);
+    throw Error("'" + path + "': JPEG of " + std::to_string(info.output_width) + "x" + std::to_string(info.output_height) +
+                " cannot be read as RGB");
+  }
+  rgb.resize(static_cast<size_t>(info.output_height) * row);
+  while (info.output_scanline < info.output_height) {
+    JSAMPROW line = rgb.data() + static_cast<size_t>(info.output_scanline) * row;
+    jpeg_read_scanlines(&info, &line, 1);
+  }
+  jpeg_finish_decompress(&info);
+  *width = static_cast<int>(info.output_width);
+  *height = static_cast<int>(info.output_height);
+  jpeg_destroy_decompress(&info);
+  std::fclose(f);
+  return rgb;
+}
+
+std::vector<uint8_t> read_image_rgb(const std::string& path, int* width, int* height) {
+  unsigned char magic[8] = {};
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error("cannot open '" + path + "'");
+    in.read(reinterpret_cast<char*>(magic), sizeof magic);
+  }
+  if (std::memcmp(magic, "\x89PNG\r\n\x1a\n", 8) == 0) return read_png_rgb(path, width, height);
+  if (magic[0] == 0xFF && magic[1] == 0xD8 && magic[2] == 0xFF) return read_jpeg_rgb(path, width, height);
+  throw Error("'" + path + "' is neither a PNG nor a JPEG file");
 }
 
 void read_png_size(const std::string& path, int* width, int* height) {

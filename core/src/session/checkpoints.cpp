@@ -24,6 +24,28 @@ std::string parameter_names(Model& model) {
   return names;
 }
 
+// Hands each component with a persistent state the part of the checkpoint saved from it.
+// A checkpoint without it (written before the component had one) leaves the built state.
+void restore_component_state(SessionState& s, const io::TensorDict& a) {
+  for (size_t i = 0; i < s.parts.owned.size(); ++i) {
+    auto* st = capability<PersistentState>(*s.parts.owned[i]);
+    if (!st) continue;
+    const std::string prefix = "state/" + s.parts.owned_kinds[i] + "/";
+    io::TensorDict mine;
+    for (const auto& [name, t] : a)
+      if (name.rfind(prefix, 0) == 0) mine.emplace_back(name.substr(prefix.size()), t);
+    if (mine.empty()) {
+      spdlog::warn("the checkpoint holds no saved state of the {}; it keeps the state computed now", s.parts.owned_kinds[i]);
+      continue;
+    }
+    try {
+      st->restore_state(mine);
+    } catch (const Error& e) {
+      throw Error("the " + s.parts.owned_kinds[i] + "'s saved state: " + e.what());
+    }
+  }
+}
+
 }  // namespace
 
 // Format 3: one name->tensor archive (flowkit/tensor_file.h), read back by flowkit's own
@@ -47,6 +69,10 @@ void save_checkpoint(SessionState& s) {
   // noise stream is kept too, so that a resume with the same world size continues exactly.
   a.emplace_back("world_size", torch::tensor(int64_t{s.world.size}));
   for (size_t r = 0; r < s.rank_streams.size(); ++r) a.emplace_back("rng_rank_" + std::to_string(r), s.rank_streams[r]);
+  // Components' own state (a domain's normalisation): "state/<section>/<name>".
+  for (size_t i = 0; i < s.parts.owned.size(); ++i)
+    if (const auto* st = capability<PersistentState>(*s.parts.owned[i]))
+      for (const auto& [name, t] : st->persistent_state()) a.emplace_back("state/" + s.parts.owned_kinds[i] + "/" + name, t);
   // Written beside the target and renamed over it: a failed write (full disk, unwritable
   // folder) leaves the previous checkpoints as they were.
   const fs::path file = s.dir.checkpoint(s.step);
@@ -149,6 +175,7 @@ void load_checkpoint(SessionState& s, const fs::path& file) {
       buffers[i].copy_(b);
     }
     s.optimizer->load(a, "optimizer/");
+    restore_component_state(s, a);
     torch::Tensor rng = get("rng");
     if (rng.scalar_type() != torch::kByte) throw UnreadableCheckpoint("checkpoint '" + file.string() + "': its generator state is damaged");
     s.gen.set_state(rng.clone());

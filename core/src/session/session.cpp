@@ -97,6 +97,7 @@ Components build_components(const Pipeline& pipeline, PluginHost& host, const to
     std::unique_ptr<Component> part = host.create(k.kind, pipeline.section(k.name), ctx);  // checks the interface
     Component* raw = part.get();
     c.owned.push_back(std::move(part));
+    c.owned_kinds.push_back(k.name);
     switch (k.kind) {
       case Kind::domain: ctx.domain = c.domain = dynamic_cast<Domain*>(raw); break;
       case Kind::path: ctx.path = c.path = dynamic_cast<Path*>(raw); break;

@@ -22,6 +22,7 @@ namespace flowkit::core {
 // The pipeline's components, built once in flowkit::kinds() order.
 struct Components {
   std::vector<std::unique_ptr<Component>> owned;
+  std::vector<std::string> owned_kinds;  // the section of each owned component ("domain", ...)
   Domain* domain = nullptr;
   Path* path = nullptr;
   Model* model = nullptr;

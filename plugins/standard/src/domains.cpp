@@ -1,8 +1,11 @@
-// The toy 2-D and digits domains, their mode statistics and the image writers.
+// The toy 2-D and digits domains, their mode statistics and the image writers; the held-out
+// splits and image grids the user-data domains share (standard/held_out.h).
 #include <torch/torch.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -15,6 +18,7 @@
 #include "flowkit/sample_metrics.h"
 #include "flowkit/tensor_file.h"
 #include "standard/domains.h"
+#include "standard/held_out.h"
 #include "standard/metrics.h"
 #include "standard/util.h"
 
@@ -508,13 +512,135 @@ std::unique_ptr<flowkit::Component> make_digits(const flowkit::Config& cfg, cons
     cfg.fail("file", file ? "no such file: '" + path + "'"
                           : "the digits data is not installed beside the plugin ('" + path +
                                 "' is missing); pass its location as `file`");
-  try {
+  return located_at(cfg, "file", [&]() -> std::unique_ptr<flowkit::Component> {
     return std::make_unique<DigitsDomain>(path, projections, ctx.device, classifier.value_or(""));
-  } catch (const flowkit::ConfigError&) {
-    throw;
-  } catch (const flowkit::Error& e) {
-    cfg.fail("file", e.what());
+  });
+}
+
+}  // namespace standard
+
+// ---- held-out splits and image grids of the user-data domains -----------------------------
+
+namespace standard {
+
+Split seeded_split(int64_t n, double test_fraction, uint64_t seed) {
+  int64_t n_test = static_cast<int64_t>(std::llround(test_fraction * static_cast<double>(n)));
+  if (test_fraction > 0 && n > 1) n_test = std::clamp<int64_t>(n_test, 1, n - 1);
+  auto gen = at::detail::createCPUGenerator(seed);
+  torch::Tensor perm = torch::randperm(n, gen, torch::kLong);
+  Split s;
+  s.test = std::get<0>(perm.slice(0, 0, n_test).sort());
+  s.train = std::get<0>(perm.slice(0, n_test).sort());
+  return s;
+}
+
+Split split_from_rows(int64_t n, const torch::Tensor& rows_in, const std::string& file) {
+  torch::Tensor rows = rows_in.to(torch::kLong).reshape({-1});
+  torch::Tensor held = torch::zeros({n}, torch::kBool);
+  auto r = rows.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < rows.size(0); ++i) {
+    if (r[i] < 0 || r[i] >= n)
+      throw flowkit::Error("'" + file + "', entry " + std::to_string(i) + ": row " + std::to_string(r[i]) +
+                           " is outside the data's " + std::to_string(n) + " rows");
+    if (held[r[i]].item<bool>()) throw flowkit::Error("'" + file + "', entry " + std::to_string(i) + ": row " + std::to_string(r[i]) + " is listed twice");
+    held[r[i]] = true;
   }
+  if (rows.size(0) == 0 || rows.size(0) == n)
+    throw flowkit::Error("'" + file + "' must hold some but not all of the " + std::to_string(n) + " rows");
+  Split s;
+  s.test = torch::nonzero(held).reshape({-1});
+  s.train = torch::nonzero(~held).reshape({-1});
+  return s;
+}
+
+torch::Tensor read_row_list(const std::string& file) {
+  if (fs::path(file).extension() == ".npy") {
+    torch::Tensor rows = npy_tensor(flowkit::io::read_npy_array(file), file);
+    if (rows.is_floating_point() || rows.scalar_type() == torch::kBool) throw flowkit::Error("'" + file + "': row indices must be integers");
+    return rows.to(torch::kLong).reshape({-1});
+  }
+  std::ifstream in(file);
+  if (!in) throw flowkit::Error("cannot open '" + file + "'");
+  std::vector<int64_t> rows;
+  std::string line;
+  for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+    const size_t b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");
+    if (b == std::string::npos) continue;
+    const std::string word = line.substr(b, e - b + 1);
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(word.c_str(), &end, 10);
+    if (errno != 0 || end != word.c_str() + word.size())
+      throw flowkit::Error("'" + file + "', line " + std::to_string(line_no) + ": '" + word.substr(0, 40) + "' is not a row index");
+    rows.push_back(v);
+  }
+  return torch::tensor(rows, torch::kLong);
+}
+
+torch::Tensor npy_tensor(const flowkit::io::NpyArray& a, const std::string& file) {
+  const std::vector<int64_t> shape = a.shape;
+  torch::Tensor t;
+  if (a.kind == 'u' && a.item_size > 1) {  // no unsigned 16/32/64-bit tensors in LibTorch: widen
+    std::vector<int64_t> v(static_cast<size_t>(a.count()));
+    for (size_t i = 0; i < v.size(); ++i) {
+      uint64_t u = 0;
+      std::memcpy(&u, a.data() + i * static_cast<size_t>(a.item_size), static_cast<size_t>(a.item_size));
+      if (u > static_cast<uint64_t>(INT64_MAX)) throw flowkit::Error("'" + file + "': value " + std::to_string(u) + " is too large");
+      v[i] = static_cast<int64_t>(u);
+    }
+    t = torch::tensor(v, torch::kLong);
+  } else {
+    torch::ScalarType type = torch::kFloat;
+    switch (a.kind * 16 + a.item_size) {
+      case 'f' * 16 + 4: type = torch::kFloat; break;
+      case 'f' * 16 + 8: type = torch::kDouble; break;
+      case 'i' * 16 + 1: type = torch::kChar; break;
+      case 'i' * 16 + 2: type = torch::kShort; break;
+      case 'i' * 16 + 4: type = torch::kInt; break;
+      case 'i' * 16 + 8: type = torch::kLong; break;
+      case 'u' * 16 + 1: type = torch::kByte; break;
+      case 'b' * 16 + 1: type = torch::kBool; break;
+      default: throw flowkit::Error("'" + file + "': unsupported dtype");
+    }
+    // from_blob: no copy until clone(), which the caller's conversion usually is anyway.
+    t = torch::from_blob(const_cast<char*>(a.data()), {a.count()}, type).clone();
+  }
+  if (a.fortran_order) {  // column-major: the reversed shape, transposed back
+    std::vector<int64_t> reversed(shape.rbegin(), shape.rend()), dims;
+    for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) dims.push_back(d);
+    return t.reshape(reversed).permute(dims).contiguous();
+  }
+  return t.reshape(shape);
+}
+
+torch::Tensor paired_rows(int64_t first, int64_t n, int64_t n_test) {
+  if (n_test <= 0) throw flowkit::Error("the domain has no held-out items to pair samples with");
+  return torch::remainder(torch::arange(first, first + n, torch::kLong), n_test);
+}
+
+void write_image_grid_png(const std::string& path, const torch::Tensor& images, int64_t columns, int scale) {
+  if (images.dim() != 4 || (images.size(1) != 1 && images.size(1) != 3))
+    throw flowkit::Error("write_image_grid_png needs images [N, C, H, W] with C = 1 or 3");
+  torch::Tensor x = torch::nan_to_num(images.detach().to(torch::kCPU, torch::kFloat), 0.0).clamp(0, 255).round().to(torch::kByte);
+  if (x.size(1) == 1) x = x.expand({x.size(0), 3, x.size(2), x.size(3)});
+  x = x.permute({0, 2, 3, 1}).contiguous();  // [N, H, W, 3]
+  const int64_t count = std::min<int64_t>(x.size(0), columns * columns);
+  const int64_t cols = std::max<int64_t>(1, std::min(columns, count));
+  const int64_t rows = std::max<int64_t>(1, (count + cols - 1) / cols);
+  const int64_t H = x.size(1), W = x.size(2);
+  const int pad = 2;
+  const int64_t cell_h = H * scale, cell_w = W * scale;
+  const int width = static_cast<int>(cols * (cell_w + pad) + pad), height = static_cast<int>(rows * (cell_h + pad) + pad);
+  std::vector<uint8_t> rgb(static_cast<size_t>(width) * height * 3, 128);
+  const uint8_t* src = x.data_ptr<uint8_t>();
+  for (int64_t k = 0; k < count; ++k) {
+    const int64_t ox = (k % cols) * (cell_w + pad) + pad, oy = (k / cols) * (cell_h + pad) + pad;
+    for (int64_t py = 0; py < cell_h; ++py)
+      for (int64_t px = 0; px < cell_w; ++px)
+        std::memcpy(&rgb[static_cast<size_t>((oy + py) * width + ox + px) * 3],
+                    src + ((k * H + py / scale) * W + px / scale) * 3, 3);
+  }
+  flowkit::io::write_png_rgb(path, width, height, rgb);
 }
 
 }  // namespace standard

@@ -18,6 +18,7 @@ MLPNetImpl::MLPNetImpl(const MLPOptions& o) : options_(o), time_embedding_(o.tim
   output_ = register_module("output", flowkit::Linear(o.hidden, o.in_dim));
   if (o.class_conditional)
     label_embedding_ = register_module("label_embedding", torch::nn::Embedding(o.num_classes + 1, o.hidden));
+  if (o.condition_dim > 0) condition_ = register_module("condition", flowkit::Linear(o.condition_dim, o.hidden));
 }
 
 torch::Tensor MLPNetImpl::act(const torch::Tensor& h) const {
@@ -28,7 +29,8 @@ torch::Tensor MLPNetImpl::act(const torch::Tensor& h) const {
   return torch::tanh(h);
 }
 
-torch::Tensor MLPNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& label) {
+torch::Tensor MLPNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& label,
+                                  const torch::Tensor& condition) {
   torch::Tensor temb = time2_->forward(act(time1_->forward(time_embedding_(t))));
   torch::Tensor h = input_->forward(x) + temb;
   if (options_.class_conditional) {
@@ -36,6 +38,7 @@ torch::Tensor MLPNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t
                                                               torch::TensorOptions().dtype(torch::kLong).device(x.device()));
     h = h + label_embedding_->forward(l);
   }
+  if (options_.condition_dim > 0 && condition.defined()) h = h + condition_->forward(condition);
   h = act(h);
   for (const auto& layer : *hidden_) h = act(layer->as<flowkit::Linear>()->forward(h));
   return output_->forward(h);
@@ -53,7 +56,10 @@ torch::Tensor MLPModel::forward(const torch::Tensor& x, const torch::Tensor& t, 
   torch::Tensor label;
   if (net_->options().class_conditional && cond.has("label"))
     label = cond.at("label").to(x.device(), torch::kLong).reshape({B});
-  return net_->forward(x.reshape({B, -1}), tt.reshape({B}), label).reshape(x.sizes());
+  torch::Tensor condition;
+  if (net_->options().condition_dim > 0 && cond.has("condition"))
+    condition = cond.at("condition").to(x.device(), x.scalar_type()).reshape({B, -1});
+  return net_->forward(x.reshape({B, -1}), tt.reshape({B}), label, condition).reshape(x.sizes());
 }
 
 MLPOptions mlp_options(const flowkit::Config& cfg) {
@@ -76,6 +82,11 @@ std::unique_ptr<flowkit::Component> make_mlp(const flowkit::Config& cfg, const f
   if (o.class_conditional) {
     o.num_classes = ctx.domain->num_classes();
     if (o.num_classes <= 0) cfg.fail("class_conditional", "the domain has no labels (num_classes is 0)");
+  }
+  const auto conds = ctx.domain->condition_shapes();
+  if (auto c = conds.find("condition"); c != conds.end()) {
+    o.condition_dim = 1;
+    for (int64_t d : c->second) o.condition_dim *= d;
   }
   return std::make_unique<MLPModel>(o, shape, ctx.device);
 }

@@ -5,6 +5,7 @@
 #include "flowkit/capabilities/named_outputs.h"
 #include "flowkit/capabilities/noise_kernel.h"
 #include "flowkit/capabilities/ode_integrator.h"
+#include "flowkit/capabilities/persistent_state.h"
 #include "flowkit/capabilities/prior_density.h"
 #include "flowkit/capabilities/representations.h"
 #include "flowkit/capabilities/skipped_data.h"

@@ -14,7 +14,8 @@
 //    library, a new interface kind, a new non-virtual convenience function;
 //  * never change either for internal host changes.
 #define FLOWKIT_API_MAJOR 3
-#define FLOWKIT_API_MINOR 4  // 3.1: flowkit/progress.h; 3.2: flowkit/tensor_file.h, the skipped_data capability;
+#define FLOWKIT_API_MINOR 5  // 3.1: flowkit/progress.h; 3.2: flowkit/tensor_file.h, the skipped_data capability;
                              // 3.3: the guidance kind (flowkit/guidance.h, flowkit/objective_guidance.h);
-                             // 3.4: flowkit/likelihood.h, the prior_density capability
+                             // 3.4: flowkit/likelihood.h, the prior_density capability;
+                             // 3.5: the persistent_state capability, NpyArray and JPEG readers (flowkit/io.h)
 #define FLOWKIT_VERSION "0.1.0"

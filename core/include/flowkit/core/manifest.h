@@ -15,7 +15,7 @@ namespace flowkit::core {
 // One parameter of a component, as declared in plugin.json.
 struct ParamSpec {
   std::string name;
-  std::string type;                      // integer | number | boolean | string | array | object | component
+  std::string type;                      // integer | number | boolean | string | array | object | component | path
   Kind component_kind = Kind::model;     // for "component": the kind of the nested component
   std::optional<nlohmann::json> fallback;  // "default"
   bool required = false;
@@ -35,6 +35,10 @@ struct ComponentSpec {
   // checked when a pipeline is validated, before anything is built.
   std::map<Kind, std::vector<std::string>> needs_types;
   std::vector<ParamSpec> params;         // sorted by name
+  // Parameters to build it with where its defaults alone cannot (a domain that needs a data
+  // file): what the conformance suite uses. Relative paths are taken beside the manifest.
+  nlohmann::json example = nlohmann::json::object();
+  std::string manifest_file;             // the plugin.json declaring it
   std::string type() const { return plugin + "." + name; }
   const ParamSpec* param(const std::string& key) const;
 };

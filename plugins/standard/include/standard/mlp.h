@@ -23,18 +23,22 @@ struct MLPOptions {
   std::string activation;      // silu | relu | gelu | tanh
   bool class_conditional = false;
   int64_t num_classes = 0;     // from the domain: labels 0..num_classes-1; index num_classes is the null class
+  int64_t condition_dim = 0;   // from the domain: width of its continuous cond "condition" (0: none)
 };
 // Reads every key of a resolved config (in_dim and num_classes stay 0).
 MLPOptions mlp_options(const flowkit::Config& cfg);
 
 // h1 = act(W_in x + T(t) [+ E(label)]), h_{k+1} = act(W_k h_k), out = W_out h_L, where
 // T = Linear(sinusoidal(t), scale 1000: t in [0, 1] spans the range of integer steps) -> act
-// -> Linear (flowkit/time_embedding.h) and E is an embedding with a null class.
+// -> Linear (flowkit/time_embedding.h), E is an embedding with a null class, and, when the
+// domain provides a continuous cond "condition" [B, c], a linear map of it is added too.
 class MLPNetImpl : public torch::nn::Module {
  public:
   explicit MLPNetImpl(const MLPOptions& options);
-  // x: [B, in_dim]; t: [B]; label: [B] int64 or undefined (-> null class).
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& label);
+  // x: [B, in_dim]; t: [B]; label: [B] int64 or undefined (-> null class); condition: [B, c]
+  // or undefined (-> zeros).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& label,
+                        const torch::Tensor& condition = {});
   const MLPOptions& options() const { return options_; }
 
  private:
@@ -43,6 +47,7 @@ class MLPNetImpl : public torch::nn::Module {
   flowkit::Linear time1_{nullptr}, time2_{nullptr}, input_{nullptr}, output_{nullptr};
   torch::nn::ModuleList hidden_{nullptr};
   torch::nn::Embedding label_embedding_{nullptr};
+  flowkit::Linear condition_{nullptr};
   flowkit::SinusoidalTimeEmbedding time_embedding_;  // not a buffer: checkpoints stay as they are
 };
 TORCH_MODULE(MLPNet);

@@ -194,6 +194,23 @@ void capability_contract(const std::string& name, Component& c, const BuildConte
       require(again[i].first == saved[i].first && torch::equal(again[i].second, saved[i].second),
               "restore_state(persistent_state()) changes '" + saved[i].first + "'");
     if (domain) require(torch::equal(domain->reference(8, g2).at("x"), before), "restoring its own state changes reference()");
+    // A different state (every floating entry moved) is either refused or taken as it is.
+    io::TensorDict moved = saved;
+    for (auto& [name, t] : moved)
+      if (t.is_floating_point()) t = t + 1;
+    bool taken = true;
+    try {
+      st.restore_state(moved);
+    } catch (const Error&) {
+      taken = false;
+    }
+    if (taken) {
+      const io::TensorDict now = st.persistent_state();
+      for (size_t i = 0; i < moved.size(); ++i)
+        require(i < now.size() && torch::equal(now[i].second, moved[i].second),
+                "restore_state() accepts a changed '" + moved[i].first + "' but persistent_state() does not return it");
+    }
+    st.restore_state(saved);
     io::TensorDict empty;
     bool refused = false;
     try {

@@ -41,6 +41,7 @@ const char* kHostSchema = R"json({
   "count": {"type": "integer", "default": 1000, "min": 1, "doc": "number of samples to generate"},
   "batch_size": {"type": "integer", "default": 1000, "min": 1, "doc": "samples generated per solver call"},
   "steps": {"type": "integer", "default": 0, "min": 0, "doc": "solver steps; 0 keeps the solver's own setting"},
+  "nfe": {"type": "integer", "default": 0, "min": 0, "doc": "velocity evaluations per sample, exactly: the steps of a fixed-step solver are chosen to spend this many (midpoint: nfe / 2 steps), and a number the solver cannot spend exactly (odd for midpoint, any for an adaptive solver) is refused, never rounded; 0 keeps the steps. Not with sample.steps"},
   "seed": {"type": "integer", "default": 1, "min": 0, "doc": "seed of the sampling generator"},
   "use_ema": {"type": "boolean", "default": true, "doc": "sample with the EMA weights"},
   "output": {"type": "string", "default": "samples", "doc": "folder inside the run directory"},
@@ -288,6 +289,18 @@ Validation validate_pipeline_file(const std::string& file, const PluginCatalog& 
   const std::vector<Override> applied = doc.is_object() ? apply_overrides(doc, overrides, override_problems)
                                                         : std::vector<Override>{};
   Validation v = validate_pipeline(doc, file, host);
+  // A relative path typed on the command line means the working directory's file, not one
+  // beside the pipeline: where validation turned an override's relative string into a path
+  // beside the pipeline file, it is re-anchored here.
+  for (const auto& o : applied) {
+    const nlohmann::json::json_pointer ptr(o.pointer);
+    if (!doc.contains(ptr) || !doc.at(ptr).is_string() || !v.pipeline.resolved.contains(ptr)) continue;
+    const std::string raw = doc.at(ptr).get<std::string>();
+    nlohmann::json& resolved = v.pipeline.resolved.at(ptr);
+    if (resolved.is_string() && !raw.empty() && std::filesystem::path(raw).is_relative() && resolved.get<std::string>() != raw &&
+        resolved.get<std::string>() == relative_to_pipeline(raw, file))
+      resolved = std::filesystem::absolute(raw).lexically_normal().string();
+  }
   // A problem at (or inside) an overridden value is the override's, not the file's.
   for (auto& p : v.problems)
     for (const auto& o : applied)

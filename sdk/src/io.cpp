@@ -6,8 +6,11 @@
 // jpeglib.h needs FILE and size_t declared first.
 #include <cstdio>
 #include <jpeglib.h>
+#include <jerror.h>
 
+#include <algorithm>
 #include <csetjmp>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -194,8 +197,9 @@ std::vector<uint8_t> read_png_rgb(const std::string& path, int* width, int* heig
   if (!png_image_begin_read_from_file(&image, path.c_str()))
     throw Error("'" + path + "' is not a readable PNG file: " + image.message);
   image.format = PNG_FORMAT_RGB;
+  image.flags |= PNG_IMAGE_FLAG_16BIT_sRGB;  // 16-bit values scaled as numbers (as Pillow does), not gamma-encoded
   const size_t bytes = PNG_IMAGE_SIZE(image);
-  if (bytes > (size_t{1} << 31)) {
+  if (bytes > (size_t{1} << 29)) {  // 512 MiB of RGB: about 13,000 x 13,000 pixels
     png_image_free(&image);
     throw Error("'" + path + "': image of " + std::to_string(image.width) + "x" + std::to_string(image.height) + " is too large");
   }
@@ -214,54 +218,79 @@ struct JpegError {
   std::jmp_buf jump;
   char message[JMSG_LENGTH_MAX];
 };
-void jpeg_fail(j_common_ptr info) {
+[[noreturn]] void jpeg_fail(j_common_ptr info) {
   auto* e = reinterpret_cast<JpegError*>(info->err);
   (*info->err->format_message)(info, e->message);
   std::longjmp(e->jump, 1);
 }
-// A warning (level -1) means damaged data — a truncated file decodes with gray filler rows
-// otherwise — so it fails the read too; trace messages (level >= 0) are ignored.
+// Warnings that mean the image data itself is damaged (a truncated file decodes with gray
+// filler rows otherwise) fail the read; harmless ones (extraneous bytes before a marker) and
+// trace messages are ignored.
 void jpeg_message(j_common_ptr info, int level) {
-  if (level < 0) jpeg_fail(info);
+  const int code = info->err->msg_code;
+  if (level < 0 && (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER || code == JWRN_MUST_RESYNC)) jpeg_fail(info);
+}
+
+// Every libjpeg call, in a function whose locals are all trivial: longjmp out of it skips no
+// destructor. The pixels go to a malloc'd buffer the caller frees. Returns false with
+// err->message set on failure.
+bool decode_jpeg(std::FILE* f, JpegError* err, unsigned char** out, JDIMENSION* width, JDIMENSION* height) {
+  jpeg_decompress_struct info{};
+  info.err = jpeg_std_error(&err->mgr);
+  err->mgr.error_exit = &jpeg_fail;
+  err->mgr.emit_message = &jpeg_message;
+  *out = nullptr;
+  if (setjmp(err->jump)) {
+    jpeg_destroy_decompress(&info);
+    std::free(*out);
+    *out = nullptr;
+    return false;
+  }
+  jpeg_create_decompress(&info);
+  info.mem->max_memory_to_use = 512L << 20;  // libjpeg's own buffers (a progressive file's coefficients)
+  jpeg_stdio_src(&info, f);
+  jpeg_read_header(&info, TRUE);
+  // Checked before libjpeg allocates anything of the image's size (a progressive file's
+  // coefficient buffer would be that large).
+  if (static_cast<uint64_t>(info.image_width) * info.image_height * 3 > (uint64_t{1} << 29)) {
+    std::snprintf(err->message, sizeof err->message, "its %ux%u pixels are too many", info.image_width, info.image_height);
+    jpeg_destroy_decompress(&info);
+    return false;
+  }
+  info.out_color_space = JCS_RGB;  // gray and YCbCr alike (libjpeg refuses CMYK here)
+  jpeg_start_decompress(&info);
+  const size_t row = static_cast<size_t>(info.output_width) * 3;
+  *out = static_cast<unsigned char*>(std::malloc(std::max<size_t>(1, row * info.output_height)));
+  if (!*out) {
+    std::snprintf(err->message, sizeof err->message, "out of memory");
+    jpeg_destroy_decompress(&info);
+    return false;
+  }
+  while (info.output_scanline < info.output_height) {
+    JSAMPROW line = *out + static_cast<size_t>(info.output_scanline) * row;
+    jpeg_read_scanlines(&info, &line, 1);
+  }
+  jpeg_finish_decompress(&info);
+  *width = info.output_width;
+  *height = info.output_height;
+  jpeg_destroy_decompress(&info);
+  return true;
 }
 }  // namespace
 
 std::vector<uint8_t> read_jpeg_rgb(const std::string& path, int* width, int* height) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw Error("cannot open '" + path + "'");
-  jpeg_decompress_struct info{};
   JpegError err{};
-  info.err = jpeg_std_error(&err.mgr);
-  err.mgr.error_exit = &jpeg_fail;
-  err.mgr.emit_message = &jpeg_message;
-  std::vector<uint8_t> rgb;  // declared before setjmp: no object with a destructor is skipped
-  if (setjmp(err.jump)) {
-    jpeg_destroy_decompress(&info);
-    std::fclose(f);
-    throw Error("'" + path + "' is not a readable JPEG file: " + err.message);
-  }
-  jpeg_create_decompress(&info);
-  jpeg_stdio_src(&info, f);
-  jpeg_read_header(&info, TRUE);
-  info.out_color_space = JCS_RGB;  // gray and YCbCr (and CMYK, which libjpeg refuses here) alike
-  jpeg_start_decompress(&info);
-  const size_t row = static_cast<size_t>(info.output_width) * 3;
-  if (info.output_components != 3 || static_cast<size_t>(info.output_height) * row > (size_t{1} << 31)) {
-    jpeg_destroy_decompress(&info);
-    std::fclose(f);
-    throw Error("'" + path + "': JPEG of " + std::to_string(info.output_width) + "x" + std::to_string(info.output_height) +
-                " cannot be read as RGB");
-  }
-  rgb.resize(static_cast<size_t>(info.output_height) * row);
-  while (info.output_scanline < info.output_height) {
-    JSAMPROW line = rgb.data() + static_cast<size_t>(info.output_scanline) * row;
-    jpeg_read_scanlines(&info, &line, 1);
-  }
-  jpeg_finish_decompress(&info);
-  *width = static_cast<int>(info.output_width);
-  *height = static_cast<int>(info.output_height);
-  jpeg_destroy_decompress(&info);
+  unsigned char* pixels = nullptr;
+  JDIMENSION w = 0, h = 0;
+  const bool ok = decode_jpeg(f, &err, &pixels, &w, &h);
   std::fclose(f);
+  if (!ok) throw Error("'" + path + "' is not a readable JPEG file: " + err.message);
+  std::vector<uint8_t> rgb(pixels, pixels + static_cast<size_t>(w) * h * 3);
+  std::free(pixels);
+  *width = static_cast<int>(w);
+  *height = static_cast<int>(h);
   return rgb;
 }
 

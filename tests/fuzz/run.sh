@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
     *) TARGETS+=("$1"); shift ;;
   esac
 done
-ALL=(fuzz_plugin_manifest fuzz_pipeline fuzz_npy fuzz_tensor_file fuzz_checkpoint fuzz_cif fuzz_cdvae_csv fuzz_schedule_csv)
+ALL=(fuzz_plugin_manifest fuzz_pipeline fuzz_npy fuzz_tensor_file fuzz_checkpoint fuzz_cif fuzz_cdvae_csv fuzz_schedule_csv fuzz_image fuzz_tensor_csv)
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL[@]}")
 
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then

@@ -41,9 +41,42 @@ SolveResult sample_with_likelihood(SessionState& s, Model& model, const SampleRe
 }
 }  // namespace
 
+namespace {
+// The steps that spend exactly `nfe` velocity evaluations: the solver's cost per step is
+// measured on a probe ODE at 1, 2 and 3 steps and must be the same c each time (an adaptive
+// solver's is not); nfe must then be a multiple of c.
+int64_t steps_for_nfe(const SessionState& s, int64_t nfe) {
+  const Config& cfg = s.sample_cfg;
+  const auto* ode = capability<OdeIntegrator>(*s.parts.solver);
+  const std::string type = s.pipeline.resolved.at("solver").at("type").get<std::string>();
+  if (!ode) cfg.fail("nfe", type + " does not integrate on a time grid, so its evaluations cannot be set; set its own steps");
+  VectorField decay = [](const torch::Tensor& x, const torch::Tensor& t) { return -x * (1 + t); };
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  std::vector<int64_t> cost;
+  for (int64_t k = 1; k <= 3; ++k) {
+    torch::Generator g = at::detail::createCPUGenerator(0);
+    SolveResult r = ode->integrate(decay, torch::ones({1, 1}, opts), ode->grid(k).to(opts), g);
+    cost.push_back(r.nfe);
+  }
+  const int64_t c = cost[0];
+  if (c <= 0 || cost[1] != 2 * c || cost[2] != 3 * c)
+    cfg.fail("nfe", fmt::format("{} does not spend a fixed number of evaluations a step ({}, {}, {} for 1, 2, 3 steps), so "
+                                "sample.nfe cannot be honoured exactly; set its own steps or tolerances", type, cost[0], cost[1], cost[2]));
+  if (nfe % c != 0)
+    cfg.fail("nfe", fmt::format("{} spends {} evaluations a step, so {} is not reachable exactly; the nearest are {} and {}", type, c, nfe,
+                                std::max<int64_t>(c, nfe / c * c), (nfe / c + 1) * c));
+  return nfe / c;
+}
+}  // namespace
+
 Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torch::Generator& g, int64_t* nfe,
                int64_t* network_evaluations) {
   if (!s.parts.solver) throw Error("sampling needs a solver in the pipeline");
+  const int64_t requested_nfe = s.sample_cfg.get<int64_t>("nfe");
+  if (requested_nfe > 0) {
+    if (steps > 0) s.sample_cfg.fail("nfe", "sample.nfe and sample.steps both set the solver's steps; set one");
+    steps = steps_for_nfe(s, requested_nfe);
+  }
   torch::NoGradGuard no_grad;
   auto swap = s.ema->swap_in(use_ema);
   Model& model = *s.parts.model;
@@ -80,6 +113,8 @@ Batch generate(SessionState& s, int64_t count, int64_t steps, bool use_ema, torc
     b.set("x", r.x.to(torch::kCPU));
     for (const auto& [name, value] : r.fields) b.set(name, value.to(torch::kCPU));
     chunks.push_back(std::move(b));
+    if (requested_nfe > 0 && r.nfe != requested_nfe)
+      throw Error(fmt::format("the solver spent {} evaluations per sample where sample.nfe asked for {}", r.nfe, requested_nfe));
     *nfe = r.nfe;
     if (network_evaluations) *network_evaluations = guided ? guided->evaluations() : r.nfe;
     progress.advance(n);
@@ -95,7 +130,8 @@ struct SessionAccess {
 Policy policy_of(SessionState& s, int64_t steps_override) {
   if (!s.parts.solver) throw Error("a policy needs a solver in the pipeline");
   s.parts.model->module().eval();
-  const int64_t steps = steps_override > 0 ? steps_override : s.sample_cfg.get<int64_t>("steps");
+  const int64_t nfe = s.sample_cfg.get<int64_t>("nfe");
+  const int64_t steps = steps_override > 0 ? steps_override : nfe > 0 ? steps_for_nfe(s, nfe) : s.sample_cfg.get<int64_t>("steps");
   const auto item_shape = s.parts.domain->item_shape();
   const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(s.device);
   // Shared by the policy's copies; the solver sees the guided velocity when there is guidance.

@@ -116,6 +116,8 @@ Components build_components(const Pipeline& pipeline, PluginHost& host, const to
 SessionState::SessionState(const Pipeline& p, PluginHost& h, RunOptions o) : pipeline(p), host(h), options(std::move(o)) {
   train_cfg = pipeline.section("train");
   sample_cfg = pipeline.section("sample");
+  if (sample_cfg.get<int64_t>("nfe") > 0 && sample_cfg.get<int64_t>("steps") > 0)  // before any training
+    sample_cfg.fail("nfe", "sample.nfe and sample.steps both set the solver's steps; set one");
   eval_cfg = pipeline.section("eval");
   if (options.distributed) world = world_from_environment();
   dir = RunDirectory(options.runs_root, options.run_name.empty() ? pipeline.name : options.run_name);

@@ -529,12 +529,24 @@ Split seeded_split(int64_t n, double test_fraction, uint64_t seed) {
   auto gen = at::detail::createCPUGenerator(seed);
   torch::Tensor perm = torch::randperm(n, gen, torch::kLong);
   Split s;
-  s.test = std::get<0>(perm.slice(0, 0, n_test).sort());
+  s.test = perm.slice(0, 0, n_test).contiguous();
   s.train = std::get<0>(perm.slice(0, n_test).sort());
   return s;
 }
 
-Split split_from_rows(int64_t n, const torch::Tensor& rows_in, const std::string& file) {
+torch::Tensor shuffled(const torch::Tensor& rows, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  return rows.index_select(0, torch::randperm(rows.size(0), gen, torch::kLong));
+}
+
+torch::Tensor train_subset(const torch::Tensor& x, int64_t max) {
+  const int64_t n = x.size(0);
+  if (n <= max) return x;
+  const int64_t step = (n + max - 1) / max;
+  return x.index_select(0, torch::arange(0, n, step, torch::kLong));
+}
+
+Split split_from_rows(int64_t n, const torch::Tensor& rows_in, const std::string& file, uint64_t seed) {
   torch::Tensor rows = rows_in.to(torch::kLong).reshape({-1});
   torch::Tensor held = torch::zeros({n}, torch::kBool);
   auto r = rows.accessor<int64_t, 1>();
@@ -548,7 +560,7 @@ Split split_from_rows(int64_t n, const torch::Tensor& rows_in, const std::string
   if (rows.size(0) == 0 || rows.size(0) == n)
     throw flowkit::Error("'" + file + "' must hold some but not all of the " + std::to_string(n) + " rows");
   Split s;
-  s.test = torch::nonzero(held).reshape({-1});
+  s.test = shuffled(torch::nonzero(held).reshape({-1}), seed);
   s.train = torch::nonzero(~held).reshape({-1});
   return s;
 }
@@ -602,8 +614,10 @@ torch::Tensor npy_tensor(const flowkit::io::NpyArray& a, const std::string& file
       case 'b' * 16 + 1: type = torch::kBool; break;
       default: throw flowkit::Error("'" + file + "': unsupported dtype");
     }
-    // from_blob: no copy until clone(), which the caller's conversion usually is anyway.
-    t = torch::from_blob(const_cast<char*>(a.data()), {a.count()}, type).clone();
+    // Copied byte-wise: the data need not be aligned for its type in the file's buffer.
+    t = torch::empty({a.count()}, type == torch::kBool ? torch::kByte : type);
+    if (a.count() > 0) std::memcpy(t.data_ptr(), a.data(), static_cast<size_t>(a.count()) * static_cast<size_t>(a.item_size));
+    if (type == torch::kBool) t = t != 0;  // any nonzero byte is true, as numpy reads it
   }
   if (a.fortran_order) {  // column-major: the reversed shape, transposed back
     std::vector<int64_t> reversed(shape.rbegin(), shape.rend()), dims;
@@ -621,13 +635,17 @@ torch::Tensor paired_rows(int64_t first, int64_t n, int64_t n_test) {
 void write_image_grid_png(const std::string& path, const torch::Tensor& images, int64_t columns, int scale) {
   if (images.dim() != 4 || (images.size(1) != 1 && images.size(1) != 3))
     throw flowkit::Error("write_image_grid_png needs images [N, C, H, W] with C = 1 or 3");
-  torch::Tensor x = torch::nan_to_num(images.detach().to(torch::kCPU, torch::kFloat), 0.0).clamp(0, 255).round().to(torch::kByte);
-  if (x.size(1) == 1) x = x.expand({x.size(0), 3, x.size(2), x.size(3)});
-  x = x.permute({0, 2, 3, 1}).contiguous();  // [N, H, W, 3]
-  const int64_t count = std::min<int64_t>(x.size(0), columns * columns);
+  const int64_t H = images.size(2), W = images.size(3);
+  // At most ~16 M pixels in the grid, whatever the item size.
+  scale = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(scale, 4096 / std::max(H, W))));
+  const int64_t fit = std::max<int64_t>(1, (int64_t{1} << 24) / std::max<int64_t>(1, H * W * scale * scale));
+  const int64_t count = std::min({images.size(0), columns * columns, fit});
   const int64_t cols = std::max<int64_t>(1, std::min(columns, count));
   const int64_t rows = std::max<int64_t>(1, (count + cols - 1) / cols);
-  const int64_t H = x.size(1), W = x.size(2);
+  torch::Tensor x = images.slice(0, 0, count).detach().to(torch::kCPU, torch::kFloat);
+  x = torch::nan_to_num(x, 0.0).clamp(0, 255).round().to(torch::kByte);
+  if (x.size(1) == 1) x = x.expand({x.size(0), 3, H, W});
+  x = x.permute({0, 2, 3, 1}).contiguous();  // [count, H, W, 3]
   const int pad = 2;
   const int64_t cell_h = H * scale, cell_w = W * scale;
   const int width = static_cast<int>(cols * (cell_w + pad) + pad), height = static_cast<int>(rows * (cell_h + pad) + pad);

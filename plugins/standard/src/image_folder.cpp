@@ -1,15 +1,15 @@
 // The image-folder domain: PNG/JPEG files decoded once into one 8-bit store.
 #include <torch/torch.h>
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <cctype>
 #include <filesystem>
-#include <mutex>
 
 #include "flowkit/error.h"
 #include "flowkit/io.h"
+#include "flowkit/progress.h"
 #include "flowkit/random.h"
 #include "flowkit/sample_metrics.h"
 #include "standard/domains.h"
@@ -47,7 +47,17 @@ std::vector<std::string> images_below(const fs::path& dir) {
 
 }  // namespace
 
+static ImageList list_images_of(const std::string& folder, bool labelled);
+
 ImageList list_images(const std::string& folder, bool labelled) {
+  try {
+    return list_images_of(folder, labelled);
+  } catch (const fs::filesystem_error& e) {  // permissions, a symlink loop
+    throw flowkit::Error("cannot list the images of '" + folder + "': " + e.what());
+  }
+}
+
+static ImageList list_images_of(const std::string& folder, bool labelled) {
   if (!fs::is_directory(folder)) throw flowkit::Error("'" + folder + "' is not a folder");
   ImageList list;
   if (!labelled) {
@@ -115,21 +125,36 @@ void load_image_into(const std::string& file, int64_t channels, int64_t height, 
 
 namespace {
 
-// Decodes every file of `list` into rows of `pixels` starting at `first`, in parallel; returns
-// for each file "" or why it failed.
+// Decodes every file of `list` into rows of `pixels` starting at `first`, on every core (the
+// decoders keep no shared state; the torch resizing inside runs inline on each thread);
+// returns for each file "" or why it failed, naming it.
 std::vector<std::string> decode_all(const ImageList& list, torch::Tensor& pixels, int64_t first, const ImageFolderOptions& o) {
   std::vector<std::string> failures(list.files.size());
   const int64_t item = o.channels * o.height * o.width;
   uint8_t* base = pixels.data_ptr<uint8_t>();
-  at::parallel_for(0, static_cast<int64_t>(list.files.size()), 64, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      try {
-        load_image_into(list.files[i], o.channels, o.height, o.width, o.resize, base + (first + i) * item);
-      } catch (const std::exception& e) {
-        failures[i] = e.what();
+  const int64_t n = static_cast<int64_t>(list.files.size()), chunk = 2048;
+  const int64_t workers = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, 16);
+  flowkit::Progress progress("decoding " + std::to_string(n) + " images", n);
+  for (int64_t start = 0; start < n; start += chunk) {  // parallel within a chunk; progress between
+    const int64_t end = std::min(n, start + chunk);
+    std::atomic<int64_t> next{start};
+    auto work = [&] {
+      for (int64_t i = next++; i < end; i = next++) {
+        try {
+          load_image_into(list.files[i], o.channels, o.height, o.width, o.resize, base + (first + i) * item);
+        } catch (const std::exception& e) {
+          std::string why = e.what();
+          why = why.substr(0, why.find('\n'));  // a c10 error's backtrace stays out
+          failures[i] = why.find(list.files[i]) == std::string::npos ? "'" + list.files[i] + "': " + why : why;
+        }
       }
-    }
-  });
+    };
+    std::vector<std::thread> pool;
+    for (int64_t w = 1; w < std::min(workers, end - start); ++w) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+    progress.advance(end - start);
+  }
   return failures;
 }
 
@@ -168,13 +193,19 @@ ImageFolderDomain::ImageFolderDomain(ImageFolderOptions o) : options_(std::move(
   }
   if (good.empty()) throw flowkit::Error("no image of '" + options_.folder + "' could be read");
   torch::Tensor good_t = torch::tensor(good, torch::kLong);
-  if (skipped_.skipped > 0) pixels_ = pixels_.index_select(0, good_t);  // one compacting copy, only when files were skipped
+  if (skipped_.skipped > 0) {  // compacted in place (good is ascending): no second store
+    const size_t item = static_cast<size_t>(options_.channels * options_.height * options_.width);
+    uint8_t* base = pixels_.data_ptr<uint8_t>();
+    for (size_t k = 0; k < good.size(); ++k)
+      if (static_cast<int64_t>(k) != good[k]) std::memmove(base + k * item, base + static_cast<size_t>(good[k]) * item, item);
+    pixels_ = pixels_.narrow(0, 0, static_cast<int64_t>(good.size()));
+  }
   if (!labels.empty()) labels_ = torch::tensor(labels, torch::kLong).index_select(0, good_t);
   const int64_t kept = pixels_.size(0);
   if (!options_.test_folder.empty()) {
     torch::Tensor is_test = good_t >= n_train_files;
     train_idx_ = torch::nonzero(~is_test).reshape({-1});
-    test_idx_ = torch::nonzero(is_test).reshape({-1});
+    test_idx_ = shuffled(torch::nonzero(is_test).reshape({-1}), options_.split_seed);  // classes mixed in reference(n)
   } else {
     Split s = seeded_split(kept, options_.test_fraction, options_.split_seed);
     train_idx_ = s.train;
@@ -226,8 +257,11 @@ nlohmann::json ImageFolderDomain::evaluate(const Batch& generated, const Batch& 
     else if (m == "sliced_w2") out[m] = flowkit::metrics::sliced_w2(x, y, options_.projections, gen);
     else if (m == "mean_error") out[m] = (x.mean(0) - y.mean(0)).pow(2).mean().sqrt().item<double>();
     else if (m == "nn_train_distance") {
-      torch::Tensor train = pixels_.index_select(0, train_idx_).to(torch::kDouble).reshape({train_idx_.size(0), -1}) / 127.5 - 1.0;
-      out[m] = nn_train_distance(x, train);
+      // Against at most 10,000 training images spread over all of them: a float copy of a
+      // large folder's whole store would undo the point of keeping it 8-bit.
+      torch::Tensor idx = train_subset(train_idx_, 10000);
+      torch::Tensor train = pixels_.index_select(0, idx).to(torch::kFloat).reshape({idx.size(0), -1}) / 127.5 - 1.0;
+      out[m] = nn_train_distance(x.to(torch::kFloat), train);
     } else if (m == "outlier_share")
       out[m] = (std::get<0>(raw.detach().abs().reshape({raw.size(0), -1}).max(1)) > 3.0).to(torch::kDouble).mean().item<double>();
     else {

@@ -37,8 +37,8 @@ std::vector<int64_t> positive_integers(const flowkit::Config& cfg, const std::st
   std::vector<int64_t> out;
   for (const auto& e : v) {
     const bool whole = e.is_number_integer() || (e.is_number_float() && std::floor(e.get<double>()) == e.get<double>());
-    if (!whole || e.get<double>() < 1)
-      cfg.fail(key, "expected an array of positive integers, found the element " + e.dump() + " in " + v.dump());
+    if (!whole || e.get<double>() < 1 || e.get<double>() > 2147483647.0)
+      cfg.fail(key, "expected an array of positive integers (below 2^31), found the element " + e.dump() + " in " + v.dump());
     out.push_back(e.get<int64_t>());
   }
   return out;

@@ -79,6 +79,7 @@ TensorData read_tensor_csv(const std::string& file, const std::string& label_col
   int64_t line_no = 0, rows = 0;
   while (std::getline(in, line)) {
     ++line_no;
+    if (line_no == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // a UTF-8 byte-order mark (Excel's "CSV UTF-8")
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     std::vector<std::string> fields = split_fields(line);
     double v = 0;
@@ -167,21 +168,47 @@ TensorData read_tensor_npy(const std::string& file, const std::string& labels_fi
   return d;
 }
 
-Normalization fit_normalization(const std::string& kind, const torch::Tensor& train_x) {
+namespace {
+// Per-element mean and population variance in double, merged over chunks of rows (Chan et
+// al.'s update): no double copy of the whole data set.
+std::pair<torch::Tensor, torch::Tensor> chunked_mean_var(const torch::Tensor& x) {
+  const int64_t n = x.size(0), chunk = 16384;
+  torch::Tensor mean, m2;
+  int64_t seen = 0;
+  for (int64_t s = 0; s < n; s += chunk) {
+    torch::Tensor c = x.slice(0, s, std::min(n, s + chunk)).to(torch::kDouble);
+    const int64_t k = c.size(0);
+    torch::Tensor cm = c.mean(0), cm2 = (c - cm).pow(2).sum(0);
+    if (seen == 0) {
+      mean = cm, m2 = cm2;
+    } else {
+      torch::Tensor delta = cm - mean;
+      const double total = static_cast<double>(seen + k);
+      mean = mean + delta * (static_cast<double>(k) / total);
+      m2 = m2 + cm2 + delta.pow(2) * (static_cast<double>(seen) * static_cast<double>(k) / total);
+    }
+    seen += k;
+  }
+  return {mean, m2 / static_cast<double>(n)};
+}
+}  // namespace
+
+Normalization fit_normalization(const std::string& kind, const torch::Tensor& x) {
   Normalization n;
   n.kind = kind;
-  const auto item = train_x.sizes().slice(1);
-  torch::Tensor x = train_x.to(torch::kDouble);
+  const auto item = x.sizes().slice(1);
   if (kind == "standard") {
-    n.shift = x.mean(0);
-    n.scale = x.std(0, /*unbiased=*/false);
+    auto [mean, var] = chunked_mean_var(x);
+    n.shift = mean;
+    n.scale = var.sqrt();
     n.scale = torch::where(n.scale > 1e-8, n.scale, torch::ones_like(n.scale));  // a constant element stays as it is
   } else if (kind == "global") {
-    n.shift = x.mean().expand(item).clone();
-    const double s = x.std(/*unbiased=*/false).item<double>();
+    auto [mean, var] = chunked_mean_var(x.reshape({-1, 1}));
+    n.shift = mean.reshape({}).expand(item).clone();
+    const double s = var.sqrt().item<double>();
     n.scale = torch::full(item, s > 1e-8 ? s : 1.0, torch::kDouble);
   } else if (kind == "minmax") {
-    torch::Tensor lo = std::get<0>(x.min(0)), hi = std::get<0>(x.max(0));
+    torch::Tensor lo = std::get<0>(x.min(0)).to(torch::kDouble), hi = std::get<0>(x.max(0)).to(torch::kDouble);
     n.shift = (lo + hi) / 2;
     n.scale = torch::where(hi - lo > 1e-8, (hi - lo) / 2, torch::ones_like(lo));
   } else if (kind == "none") {
@@ -207,7 +234,10 @@ TensorDomain::TensorDomain(TensorDomainOptions o) : options_(std::move(o)), devi
   TensorData d = csv ? read_tensor_csv(file, options_.label_column, options_.condition_columns)
                      : read_tensor_npy(file, options_.labels_file, options_.conditions_file);
   check_finite(d.x, "'" + file + "'");
+  if (d.condition.defined()) check_finite(d.condition, "'" + file + "' (conditions)");
   const int64_t n = d.x.size(0);
+  if (d.x[0].numel() == 0) throw flowkit::Error("'" + file + "': its items hold no values (shape " + c10::str(d.x.sizes()) + ")");
+  if (d.condition.defined() && d.condition.size(1) == 0) throw flowkit::Error("the conditions of '" + file + "' have no columns");
   if (!options_.item_shape.empty()) {
     int64_t want = 1, have = d.x[0].numel();
     for (int64_t s : options_.item_shape) want *= s;
@@ -221,32 +251,32 @@ TensorDomain::TensorDomain(TensorDomainOptions o) : options_(std::move(o)), devi
   item_shape_.assign(d.x.sizes().begin() + 1, d.x.sizes().end());
   if (n < 2) throw flowkit::Error("'" + file + "' holds " + std::to_string(n) + " item; need at least 2 (training and held-out)");
   Split split = options_.test_rows_file.empty() ? seeded_split(n, options_.test_fraction, options_.split_seed)
-                                                : split_from_rows(n, read_row_list(options_.test_rows_file), options_.test_rows_file);
+                                                : split_from_rows(n, read_row_list(options_.test_rows_file), options_.test_rows_file, options_.split_seed);
   if (split.test.size(0) == 0)
     throw flowkit::Error("no held-out rows: set test_fraction > 0 or test_rows (the metrics need a reference)");
   auto take = [](const torch::Tensor& t, const torch::Tensor& idx) { return t.defined() ? t.index_select(0, idx).contiguous() : t; };
-  raw_train_x_ = take(d.x, split.train);
-  norm_ = fit_normalization(options_.normalize, raw_train_x_);
-  if (d.condition.defined()) condition_norm_ = fit_normalization("standard", take(d.condition, split.train));
+  // The data is kept once, normalised; a restored normalisation re-maps it (restore_state).
+  train_x_ = take(d.x, split.train);
+  test_x_ = take(d.x, split.test);
+  d.x = torch::Tensor();
+  data_min_ = train_x_.min().item<double>();
+  data_max_ = train_x_.max().item<double>();
+  norm_ = fit_normalization(options_.normalize, train_x_);
+  train_x_.sub_(norm_.shift).div_(norm_.scale);
+  test_x_.sub_(norm_.shift).div_(norm_.scale);
+  if (d.condition.defined()) {
+    train_c_ = take(d.condition, split.train);
+    test_c_ = take(d.condition, split.test);
+    condition_norm_ = fit_normalization("standard", train_c_);
+    train_c_ = condition_norm_.apply(train_c_);
+    test_c_ = condition_norm_.apply(test_c_);
+  }
   if (d.labels.defined()) num_classes_ = d.labels.max().item<int64_t>() + 1;
   train_y_ = take(d.labels, split.train);
   test_y_ = take(d.labels, split.test);
-  raw_train_c_ = take(d.condition, split.train);
-  raw_test_c_ = take(d.condition, split.test);
-  raw_test_x_ = take(d.x, split.test);
   columns_.columns = d.columns;
   columns_.condition_columns = d.condition_columns;
   columns_.label_column = d.label_column;
-  normalise_splits();
-}
-
-void TensorDomain::normalise_splits() {
-  train_x_ = norm_.apply(raw_train_x_).contiguous();
-  test_x_ = norm_.apply(raw_test_x_).contiguous();
-  if (condition_norm_.shift.defined()) {
-    train_c_ = condition_norm_.apply(raw_train_c_).contiguous();
-    test_c_ = condition_norm_.apply(raw_test_c_).contiguous();
-  }
 }
 
 flowkit::io::TensorDict TensorDomain::persistent_state() const {
@@ -274,9 +304,18 @@ void TensorDomain::restore_state(const flowkit::io::TensorDict& state) {
     c.shift = get("condition_shift", condition_norm_.shift);
     c.scale = get("condition_scale", condition_norm_.scale);
   }
+  // In place: data = (old.undo(data) - new.shift) / new.scale, without a second copy.
+  auto remap = [](torch::Tensor& data, const Normalization& from, const Normalization& to) {
+    data.mul_(from.scale).add_(from.shift).sub_(to.shift).div_(to.scale);
+  };
+  remap(train_x_, norm_, x);
+  remap(test_x_, norm_, x);
+  if (c.shift.defined()) {
+    remap(train_c_, condition_norm_, c);
+    remap(test_c_, condition_norm_, c);
+  }
   norm_ = x;
   condition_norm_ = c;
-  normalise_splits();
 }
 
 Batch TensorDomain::rows(const torch::Tensor& x, const torch::Tensor& labels, const torch::Tensor& cond,
@@ -329,7 +368,7 @@ nlohmann::json TensorDomain::evaluate(const Batch& generated, const Batch& refer
     // Root mean square over features of the difference of per-feature means / stds.
     else if (m == "mean_error") out[m] = (x.mean(0) - y.mean(0)).pow(2).mean().sqrt().item<double>();
     else if (m == "std_error") out[m] = (x.std(0) - y.std(0)).pow(2).mean().sqrt().item<double>();
-    else if (m == "nn_train_distance") out[m] = nn_train_distance(x, train_x_);
+    else if (m == "nn_train_distance") out[m] = nn_train_distance(x, train_subset(train_x_, 10000).reshape({-1, x.size(1)}));
     else {
       std::string list;
       for (const auto& a : names) list += (list.empty() ? "" : ", ") + a;
@@ -379,7 +418,7 @@ std::vector<std::string> TensorDomain::write(const Batch& samples, const std::st
   }
   if (item_shape_.size() == 3 && (item_shape_[0] == 1 || item_shape_[0] == 3)) {
     // Images: the training data's range (after the undo) spans the gray levels.
-    const double lo = raw_train_x_.min().item<double>(), hi = raw_train_x_.max().item<double>();
+    const double lo = data_min_, hi = data_max_;
     torch::Tensor img = (x - lo) / std::max(hi - lo, 1e-12) * 255.0;
     const std::string f = (fs::path(dir) / (stem + ".png")).string();
     write_image_grid_png(f, img, 10, static_cast<int>(std::max<int64_t>(1, 64 / std::max<int64_t>(1, item_shape_[1]))));

@@ -84,3 +84,42 @@ TEST(Quickstart, ClassifierFreeGuidanceRaisesLabelAccuracy) {
   EXPECT_EQ(plain.at("network_evaluations"), plain.at("nfe"));
   EXPECT_EQ(with.at("network_evaluations").get<int64_t>(), 2 * with.at("nfe").get<int64_t>());
 }
+
+// sample.nfe is honoured exactly or refused: midpoint (2 evaluations a step) spends 10 in 5
+// steps, rk4 (4) 8 in 2; 15 with midpoint names the nearest reachable budgets; an adaptive
+// solver and a conflicting sample.steps are refused; eval.json records the NFE spent.
+TEST(Quickstart, RequestedNfeIsSpentExactlyOrRefused) {
+  TempDir tmp;
+  PluginHost host(build_tree_only());
+  auto doc = brief_quickstart(50, "energy_distance");
+  doc["train"]["steps"] = 5;
+  doc["eval"]["reference_count"] = 50;
+  Session trained(resolve_pipeline(doc, host), host, run_in(tmp.path(), "trained"));
+  trained.train();
+  const std::string ckpt = (tmp.path() / "trained" / "checkpoints" / "last.pt").string();
+  auto eval_with = [&](const nlohmann::json& solver, int64_t nfe, int64_t steps = 0) {
+    nlohmann::json d = doc;
+    d["solver"] = solver;
+    d["sample"]["nfe"] = nfe;
+    d["sample"]["steps"] = steps;
+    Session s(resolve_pipeline(d, host), host, run_in(tmp.path(), "eval"));
+    s.load_checkpoint(ckpt);
+    return s.evaluate();
+  };
+  EXPECT_EQ(eval_with({{"type", "standard.midpoint"}, {"steps", 20}}, 10).at("nfe").get<int64_t>(), 10);
+  EXPECT_EQ(eval_with({{"type", "standard.rk4"}}, 8).at("nfe").get<int64_t>(), 8);
+  EXPECT_EQ(eval_with({{"type", "standard.euler"}}, 7).at("nfe").get<int64_t>(), 7);
+  auto error_of = [&](const nlohmann::json& solver, int64_t nfe, int64_t steps) {
+    try {
+      eval_with(solver, nfe, steps);
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  const std::string odd = error_of({{"type", "standard.midpoint"}}, 15, 0);
+  EXPECT_THAT_MSG(odd, "/sample/nfe");
+  EXPECT_THAT_MSG(odd, "spends 2 evaluations a step, so 15 is not reachable exactly; the nearest are 14 and 16");
+  EXPECT_THAT_MSG(error_of({{"type", "standard.dopri5"}}, 12, 0), "does not spend a fixed number of evaluations a step");
+  EXPECT_THAT_MSG(error_of({{"type", "standard.euler"}}, 12, 3), "sample.nfe and sample.steps both set");
+}

@@ -111,6 +111,8 @@ TEST(StandardUNet, OutputHasTheShapeOfTheInput) {
       {{1, 8, 8}, small(), {3, 1, 8, 8}},
       {{3, 16, 16}, small({{"channel_mult", {1, 2, 2}}}), {2, 3, 16, 16}},
       {{64}, small({{"image_shape", {1, 8, 8}}}), {5, 64}},  // flat items read as images
+      {{1, 8, 16}, small(), {2, 1, 8, 16}},                   // not square: H and W kept apart
+      {{128}, small({{"image_shape", {2, 4, 16}}}), {3, 128}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.params.dump());

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "flowkit/core/plugin_host.h"
 #include "flowkit/core/embed.h"
@@ -168,7 +169,10 @@ TEST(StandardUserData, SplitNormalisationAndTheUndoOnWriting) {
   TensorDomain l(listed);
   EXPECT_EQ(l.test_size(), 3);
   torch::Tensor first = l.reference(3, g).at("x");
-  EXPECT_TRUE(torch::allclose(l.normalization().undo(first), x.index_select(0, torch::tensor({0, 5, 7}, torch::kLong)), 1e-5, 1e-5));
+  // The listed rows, in the order split_seed draws (the reference is a random sample of them).
+  torch::Tensor order = shuffled(torch::tensor({0, 5, 7}, torch::kLong), 0);
+  EXPECT_TRUE(torch::equal(std::get<0>(order.sort()), torch::tensor({0, 5, 7}, torch::kLong)));
+  EXPECT_TRUE(torch::allclose(l.normalization().undo(first), x.index_select(0, order), 1e-5, 1e-5));
   write_text(rows, "0\n200\n");
   EXPECT_THAT_MSG(error_of([&] { TensorDomain bad(listed); }), rows.string() + "', entry 1: row 200 is outside");
   // NaN in the data names the row.
@@ -212,6 +216,15 @@ TEST(StandardUserData, SamplesTakeTheConditionsOfThePairedReferenceItems) {
   EXPECT_EQ(d.condition_shapes().at("condition"), (std::vector<int64_t>{1}));
   torch::Generator g = at::detail::createCPUGenerator(0);
   flowkit::Batch ref = d.reference(10, g);
+  // Each held-out row keeps its own label and condition (u = i: cls = i % 3, c = i / 2).
+  torch::Tensor u = d.normalization().undo(ref.at("x")).select(1, 0);
+  const Normalization& cn = d.condition_normalization();
+  torch::Tensor cval = cn.undo(ref.at("condition")).select(1, 0);
+  for (int64_t i = 0; i < 10; ++i) {
+    const int64_t row = std::lround(u[i].item<double>());
+    EXPECT_EQ(ref.at("label")[i].item<int64_t>(), row % 3);
+    EXPECT_NEAR(cval[i].item<double>(), row * 0.5, 1e-4);
+  }
   flowkit::Conditioning c = d.sample_conditions(0, 25, g);  // cycles through the 10 held-out rows
   for (int64_t i = 0; i < 25; ++i) {
     EXPECT_EQ(c.at("label")[i].item<int64_t>(), ref.at("label")[i % 10].item<int64_t>());
@@ -225,8 +238,16 @@ TEST(StandardUserData, SamplesTakeTheConditionsOfThePairedReferenceItems) {
   std::getline(in, head);
   std::getline(in, row);
   EXPECT_EQ(head, "u,v,cls,c");
-  const double u = std::stod(row.substr(0, row.find(',')));
-  EXPECT_NEAR(std::fmod(u, 1.0), 0.0, 1e-4);  // an integer of the file, not a standardised value
+  // u, v, cls, c of the first reference row, in the file's units.
+  std::vector<double> cells;
+  std::stringstream ss(row);
+  for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(std::stod(cell));
+  ASSERT_EQ(cells.size(), 4u);
+  const int64_t r0 = std::lround(cells[0]);
+  EXPECT_NEAR(cells[0], static_cast<double>(r0), 1e-4);
+  EXPECT_NEAR(cells[1], -static_cast<double>(r0), 1e-4);
+  EXPECT_EQ(std::lround(cells[2]), r0 % 3);
+  EXPECT_NEAR(cells[3], r0 * 0.5, 1e-4);
   EXPECT_TRUE(fs::exists(tmp.path() / "s_labels.npy"));
 }
 
@@ -257,9 +278,16 @@ ImageFolderOptions image_options(const fs::path& folder, int64_t size) {
 TEST(StandardUserData, ImageFolderDecodesOnceIntoOneByteStore) {
   TempDir tmp;
   const fs::path root = tmp.path() / "imgs";
-  for (const char* cls : {"cat", "ant", "bee"}) {
-    fs::create_directories(root / cls);
-    for (int i = 0; i < 10; ++i) flowkit::io::write_png_rgb((root / cls / (std::to_string(i) + ".png")).string(), 8, 8, pattern(8, 8));
+  // Each file's pixels encode its class and index: pattern + 7 * (10 * class + index).
+  const std::vector<std::string> names{"cat", "ant", "bee"};
+  auto image_of = [](int cls, int i) {
+    std::vector<uint8_t> p = pattern(8, 8);
+    for (auto& v : p) v = static_cast<uint8_t>((v + 7 * (10 * cls + i)) % 256);
+    return p;
+  };
+  for (int c = 0; c < 3; ++c) {
+    fs::create_directories(root / names[c]);
+    for (int i = 0; i < 10; ++i) flowkit::io::write_png_rgb((root / names[c] / (std::to_string(i) + ".png")).string(), 8, 8, image_of(c, i));
   }
   write_text(root / "ant" / "notes.txt", "not an image");
   ImageFolderDomain d(image_options(root, 8));
@@ -267,20 +295,36 @@ TEST(StandardUserData, ImageFolderDecodesOnceIntoOneByteStore) {
   EXPECT_EQ(d.pixels().scalar_type(), torch::kByte);
   EXPECT_EQ(d.pixels().numel(), 30 * 3 * 8 * 8);  // 1 byte per value: no float copy is kept
   EXPECT_EQ(d.train_size() + d.test_size(), 30);
-  // Same size: the pixels as written, channel-first, scaled to [-1, 1] per batch.
-  std::vector<uint8_t> p = pattern(8, 8);
-  torch::Tensor want = torch::from_blob(p.data(), {8, 8, 3}, torch::kByte).permute({2, 0, 1}).to(torch::kFloat);
+  // Same size: each item is its file's pixels, channel-first, scaled to [-1, 1] per batch, and
+  // its label is its folder's index among the sorted class names.
   torch::Generator g = at::detail::createCPUGenerator(0);
-  flowkit::Batch b = d.train_batch(4, g);
-  EXPECT_TRUE(torch::allclose((b.at("x")[0] + 1) * 127.5, want, 1e-4, 1e-3));
-  // Labels come from the folders: the 'ant' images are label 0 (files sorted within classes).
+  flowkit::Batch b = d.train_batch(16, g);
   EXPECT_EQ(d.num_classes(), 3);
+  auto file_of = [&](const torch::Tensor& item) {  // (class, index) whose image equals item
+    torch::Tensor px = ((item + 1) * 127.5).round().to(torch::kInt);
+    for (int c = 0; c < 3; ++c)
+      for (int i = 0; i < 10; ++i) {
+        std::vector<uint8_t> p = image_of(c, i);
+        torch::Tensor want = torch::from_blob(p.data(), {8, 8, 3}, torch::kByte).permute({2, 0, 1}).to(torch::kInt);
+        if (torch::equal(px, want)) return std::make_pair(c, i);
+      }
+    return std::make_pair(-1, -1);
+  };
+  for (int64_t k = 0; k < 16; ++k) {
+    auto [c, i] = file_of(b.at("x")[k]);
+    ASSERT_GE(c, 0) << "item " << k << " is no file's image";
+    const int64_t sorted_index = names[c] == "ant" ? 0 : names[c] == "bee" ? 1 : 2;
+    EXPECT_EQ(b.at("label")[k].item<int64_t>(), sorted_index);
+  }
+  std::vector<uint8_t> p0 = image_of(0, 0);
+  torch::Tensor want = torch::from_blob(p0.data(), {8, 8, 3}, torch::kByte).permute({2, 0, 1}).to(torch::kFloat);
   // The written grid and NPY come back as pixel values.
   auto paths = d.write(b, tmp.path().string(), "s");
   std::vector<int64_t> shape;
   torch::Tensor npy = to_tensor(flowkit::io::read_npy((tmp.path() / "s.npy").string(), &shape), shape);
-  EXPECT_EQ(shape, (std::vector<int64_t>{4, 3, 8, 8}));
-  EXPECT_TRUE(torch::allclose(npy[0], want, 1e-3, 1e-3));
+  EXPECT_EQ(shape, (std::vector<int64_t>{16, 3, 8, 8}));
+  EXPECT_TRUE(torch::allclose(npy[0], ((b.at("x")[0] + 1) * 127.5).clamp(0, 255), 1e-3, 1e-3));
+  (void)want;
   int w = 0, h = 0;
   flowkit::io::read_png_size((tmp.path() / "s.png").string(), &w, &h);
   EXPECT_GT(w, 4 * 8);
@@ -342,21 +386,32 @@ TEST(StandardUserData, BadImageFilesAreNamedOrSkipped) {
   TempDir tmp;
   const fs::path root = tmp.path() / "imgs";
   fs::create_directories(root / "a");
-  for (int i = 0; i < 6; ++i) flowkit::io::write_png_rgb((root / "a" / (std::to_string(i) + ".png")).string(), 4, 4, pattern(4, 4));
-  // A truncated PNG and a "JPEG" that is text.
+  auto image_of = [](int i) {
+    std::vector<uint8_t> p = pattern(4, 4);
+    for (auto& v : p) v = static_cast<uint8_t>(v + 11 * i);
+    return p;
+  };
+  for (int i = 0; i < 6; ++i) flowkit::io::write_png_rgb((root / "a" / (std::to_string(i) + ".png")).string(), 4, 4, image_of(i));
+  // A truncated PNG sorted before the good files (so the store is compacted) and a "JPEG"
+  // that is text.
   std::ifstream good(root / "a" / "0.png", std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(good)), {});
-  std::ofstream(root / "a" / "cut.png", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  std::ofstream(root / "a" / "00cut.png", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
   write_text(root / "a" / "fake.jpg", "hello");
   ImageFolderOptions o = image_options(root, 4);
   const std::string e = error_of([&] { ImageFolderDomain d(o); });
-  EXPECT_THAT_MSG(e, (root / "a" / "cut.png").string());
+  EXPECT_THAT_MSG(e, (root / "a" / "00cut.png").string());
   EXPECT_THAT_MSG(e, "skip_bad_files");
   o.skip_bad_files = true;
   ImageFolderDomain d(o);
   EXPECT_EQ(d.skipped_rows().skipped, 2);
   EXPECT_EQ(d.skipped_rows().rows, 8);
-  EXPECT_EQ(d.pixels().size(0), 6);
+  ASSERT_EQ(d.pixels().size(0), 6);
+  for (int i = 0; i < 6; ++i) {  // the good images, in order, each where it belongs
+    std::vector<uint8_t> p = image_of(i);
+    torch::Tensor want = torch::from_blob(p.data(), {4, 4, 3}, torch::kByte).permute({2, 0, 1});
+    EXPECT_TRUE(torch::equal(d.pixels()[i], want)) << i;
+  }
   // Images beside the class folders, and a folder without classes, are refused with the fix.
   flowkit::io::write_png_rgb((root / "stray.png").string(), 4, 4, pattern(4, 4));
   EXPECT_THAT_MSG(error_of([&] { list_images(root.string(), true); }), "outside the class sub-folders (e.g. 'stray.png')");
@@ -426,4 +481,80 @@ TEST(StandardUserData, ExamplePipelinesRunBriefly) {
     EXPECT_EQ(shape[0], 20) << name;
     EXPECT_TRUE(fs::exists(tmp.path() / name / "samples" / "samples_labels.npy")) << name;
   }
+}
+
+TEST(StandardUserData, ReferenceMixesClassesOfASortedStore) {
+  // Images are stored class by class; the first reference items still cover the classes.
+  TempDir tmp;
+  const fs::path root = tmp.path() / "imgs";
+  for (int c = 0; c < 5; ++c) {
+    fs::create_directories(root / std::to_string(c));
+    for (int i = 0; i < 40; ++i) flowkit::io::write_png_rgb((root / std::to_string(c) / (std::to_string(i) + ".png")).string(), 4, 4, pattern(4, 4));
+  }
+  ImageFolderOptions o = image_options(root, 4);
+  o.test_fraction = 0.5;
+  ImageFolderDomain d(o);
+  torch::Generator g = at::detail::createCPUGenerator(0);
+  torch::Tensor labels = d.reference(20, g).at("label");
+  EXPECT_GE(std::get<0>(at::_unique(labels)).size(0), 4) << labels;
+  // A test folder: its images are the reference, in a seeded order, classes mixed.
+  const fs::path test_root = tmp.path() / "test";
+  for (int c = 0; c < 5; ++c) {
+    fs::create_directories(test_root / std::to_string(c));
+    for (int i = 0; i < 6; ++i) flowkit::io::write_png_rgb((test_root / std::to_string(c) / (std::to_string(i) + ".png")).string(), 4, 4, pattern(4, 4));
+  }
+  o.test_folder = test_root.string();
+  ImageFolderDomain t(o);
+  EXPECT_EQ(t.test_size(), 30);
+  EXPECT_EQ(t.train_size(), 200);
+  EXPECT_GE(std::get<0>(at::_unique(t.reference(8, g).at("label"))).size(0), 3);
+}
+
+TEST(StandardUserData, EdgeCasesOfTensorFilesAreNamed) {
+  if (!numpy_and_pillow()) GTEST_SKIP() << "numpy is not installed";
+  TempDir tmp;
+  const std::string dir = tmp.path().string();
+  python(tmp.path(), "import numpy as np\nnp.save('" + dir + "/empty.npy', np.zeros((0, 3), 'f4'))\nnp.save('" + dir +
+                         "/flat0.npy', np.zeros((10, 0), 'f4'))\nnp.save('" + dir + "/big.npy', np.array([2**63 + 5], 'u8'))\n");
+  EXPECT_THAT_MSG(error_of([&] { TensorDomain d(tensor_options(tmp.path() / "empty.npy")); }), "holds no items");
+  EXPECT_THAT_MSG(error_of([&] { TensorDomain d(tensor_options(tmp.path() / "flat0.npy")); }), "its items hold no values");
+  const std::string big = dir + "/big.npy";
+  EXPECT_THAT_MSG(error_of([&] { npy_tensor(flowkit::io::read_npy_array(big), big); }), "is too large");
+  const fs::path f = tmp.path() / "t.csv";
+  write_text(f, "a,b\n");
+  EXPECT_THAT_MSG(error_of([&] { read_tensor_csv(f.string(), "", {}); }), "holds no data rows");
+  write_text(f, "");
+  EXPECT_THAT_MSG(error_of([&] { read_tensor_csv(f.string(), "", {}); }), "holds no data rows");
+  // A NaN condition is named like a NaN item.
+  write_text(f, "x,c\n1,2\n2,nan\n3,1\n4,0\n");
+  TensorDomainOptions o = tensor_options(f);
+  o.condition_columns = {"c"};
+  EXPECT_THAT_MSG(error_of([&] { TensorDomain d(o); }), "(conditions), row 1: a value is NaN");
+  // A UTF-8 byte-order mark does not hide the header's first column.
+  write_text(f, "\xEF\xBB\xBFlabel,x\n0,1\n1,2\n");
+  EXPECT_TRUE(torch::equal(read_tensor_csv(f.string(), "label", {}).labels, torch::tensor({0, 1}, torch::kLong)));
+}
+
+TEST(StandardUserData, TruncatedJpegAndSixteenBitPngDecodeAsPillowSays) {
+  if (!numpy_and_pillow()) GTEST_SKIP() << "Pillow is not installed";
+  TempDir tmp;
+  const std::string dir = tmp.path().string();
+  python(tmp.path(), R"(
+import numpy as np
+from PIL import Image
+y, x = np.mgrid[0:32, 0:32]
+Image.fromarray(np.stack([x * 8, y * 8, x + y], -1).astype(np.uint8)).save(')" + dir + R"(/full.jpg', quality=90)
+b = open(')" + dir + R"(/full.jpg', 'rb').read()
+open(')" + dir + R"(/cut.jpg', 'wb').write(b[:len(b) // 2])
+a = (x * 2048).astype(np.uint16)
+Image.fromarray(a.astype(np.int32), mode='I').save(')" + dir + R"(/deep.png')
+np.save(')" + dir + R"(/deep.npy', np.asarray(Image.open(')" + dir + R"(/deep.png').convert('I')) >> 8)
+)");
+  EXPECT_THAT_MSG(error_of([&] { int w, h; flowkit::io::read_image_rgb(dir + "/cut.jpg", &w, &h); }), dir + "/cut.jpg' is not a readable JPEG");
+  int w = 0, h = 0;
+  std::vector<uint8_t> rgb = flowkit::io::read_image_rgb(dir + "/deep.png", &w, &h);
+  const std::string ref = dir + "/deep.npy";
+  torch::Tensor want = npy_tensor(flowkit::io::read_npy_array(ref), ref).to(torch::kInt);
+  torch::Tensor got = torch::from_blob(rgb.data(), {h, w, 3}, torch::kByte).select(2, 0).to(torch::kInt);
+  EXPECT_LE((got - want).abs().max().item<int>(), 1);  // values scaled, not gamma-encoded
 }

@@ -12,13 +12,20 @@
 namespace standard {
 
 // Row indices [0, n) split by a seeded permutation: round(fraction n) held-out rows (at least
-// one when fraction > 0 and n > 1), the rest for training; both sorted.
+// one when fraction > 0 and n > 1), the rest for training. Training rows are sorted; held-out
+// rows are in the permutation's order, so the first n of them (reference(n)) are a random
+// sample even when the data is stored class by class.
 struct Split {
   torch::Tensor train, test;  // int64
 };
 Split seeded_split(int64_t n, double test_fraction, uint64_t seed);
-// The split from a list of held-out rows (each in [0, n), no repeats); `file` names it in errors.
-Split split_from_rows(int64_t n, const torch::Tensor& test_rows, const std::string& file);
+// The split from a list of held-out rows (each in [0, n), no repeats), the held-out rows put
+// in a random order drawn from `seed`; `file` names the list in errors.
+Split split_from_rows(int64_t n, const torch::Tensor& test_rows, const std::string& file, uint64_t seed);
+// `rows` in a random order drawn from `seed`.
+torch::Tensor shuffled(const torch::Tensor& rows, uint64_t seed);
+// At most `max` rows of `x`, evenly strided over all of them (every class of sorted data).
+torch::Tensor train_subset(const torch::Tensor& x, int64_t max);
 // Reads held-out row indices from an integer .npy or a text file of one integer a line.
 torch::Tensor read_row_list(const std::string& file);
 

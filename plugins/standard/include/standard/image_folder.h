@@ -50,6 +50,8 @@ class ImageFolderDomain : public flowkit::Domain, public flowkit::PersistentStat
   flowkit::Batch train_batch(int64_t n, torch::Generator& gen) override;  // with replacement
   flowkit::Batch reference(int64_t n, torch::Generator& gen) override;    // held-out items 0..n-1
   flowkit::Conditioning sample_conditions(int64_t first, int64_t n, torch::Generator& gen) const override;
+  // On generated images clamped to [-1, 1]; nn_train_distance against the first 10,000
+  // training images; outlier_share: the share with max |x| > 3 before clamping.
   std::vector<std::string> metric_names() const override;
   nlohmann::json evaluate(const flowkit::Batch& generated, const flowkit::Batch& reference,
                           const std::vector<std::string>& metrics, torch::Generator& gen) const override;

@@ -62,7 +62,8 @@ class TensorDomain : public flowkit::Domain, public flowkit::PersistentState {
   flowkit::Batch reference(int64_t n, torch::Generator& gen) override;    // held-out items 0..n-1
   flowkit::Conditioning sample_conditions(int64_t first, int64_t n, torch::Generator& gen) const override;
   std::map<std::string, std::vector<int64_t>> condition_shapes() const override;
-  // Distances in the normalised space the model works in (every feature on one scale).
+  // Distances in the normalised space the model works in (every feature on one scale);
+  // nn_train_distance against at most 10,000 training items spread over the whole split.
   std::vector<std::string> metric_names() const override;
   nlohmann::json evaluate(const flowkit::Batch& generated, const flowkit::Batch& reference,
                           const std::vector<std::string>& metrics, torch::Generator& gen) const override;
@@ -75,11 +76,11 @@ class TensorDomain : public flowkit::Domain, public flowkit::PersistentState {
   void restore_state(const flowkit::io::TensorDict& state) override;
 
   const Normalization& normalization() const { return norm_; }
+  const Normalization& condition_normalization() const { return condition_norm_; }
   int64_t train_size() const { return train_x_.size(0); }
   int64_t test_size() const { return test_x_.size(0); }
 
  private:
-  void normalise_splits();  // train_x_ ... from raw_* and the current normalisations
   flowkit::Batch rows(const torch::Tensor& x, const torch::Tensor& labels, const torch::Tensor& cond,
                       const torch::Tensor& idx) const;
   TensorDomainOptions options_;
@@ -87,9 +88,9 @@ class TensorDomain : public flowkit::Domain, public flowkit::PersistentState {
   std::vector<int64_t> item_shape_;
   int64_t num_classes_ = 0;
   Normalization norm_, condition_norm_;
-  // raw_*: as read; the others normalised (x and condition) by the current state.
-  torch::Tensor raw_train_x_, raw_test_x_, raw_train_c_, raw_test_c_;
+  // x and condition normalised by the current state (the data is held once).
   torch::Tensor train_x_, train_y_, train_c_, test_x_, test_y_, test_c_;
+  double data_min_ = 0, data_max_ = 1;  // the training items' range, for image grids
   torch::Device device_;
 };
 

@@ -293,7 +293,12 @@ Validation validate_pipeline_file(const std::string& file, const PluginCatalog& 
   // beside the pipeline: where validation turned an override's relative string into a path
   // beside the pipeline file, it is re-anchored here.
   for (const auto& o : applied) {
-    const nlohmann::json::json_pointer ptr(o.pointer);
+    nlohmann::json::json_pointer ptr;
+    try {
+      ptr = nlohmann::json::json_pointer(o.pointer);
+    } catch (const nlohmann::json::exception&) {
+      continue;  // a key JSON pointers cannot spell ("~"): no path parameter has one
+    }
     if (!doc.contains(ptr) || !doc.at(ptr).is_string() || !v.pipeline.resolved.contains(ptr)) continue;
     const std::string raw = doc.at(ptr).get<std::string>();
     nlohmann::json& resolved = v.pipeline.resolved.at(ptr);

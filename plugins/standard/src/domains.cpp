@@ -122,14 +122,8 @@ static nlohmann::json evaluate_common(const std::string& domain, const std::vect
   const torch::Tensor& y = reference.at("x");
   std::optional<ModeStats> stats;
   for (const std::string& name : metrics) {
-    if (std::find(available.begin(), available.end(), name) == available.end()) {
-      std::string list;
-      for (const auto& a : available) list += (list.empty() ? "" : ", ") + a;
-      throw flowkit::Error(domain + ": unknown metric '" + name + "' (available: " + list + ")");
-    }
-    if (name == "energy_distance") out[name] = flowkit::metrics::energy_distance(x, y);
-    else if (name == "mmd_rbf") out[name] = flowkit::metrics::mmd_rbf(x, y);
-    else if (name == "sliced_w2") out[name] = flowkit::metrics::sliced_w2(x, y, projections, gen);
+    if (std::find(available.begin(), available.end(), name) == available.end()) unknown_metric(domain, name, available);
+    if (auto d = sample_distance(name, x, y, projections, gen)) out[name] = *d;
     else {
       if (!stats) stats = modes(x);
       out[name] = name == "mode_coverage" ? stats->coverage : stats->precision;
@@ -625,6 +619,20 @@ torch::Tensor npy_tensor(const flowkit::io::NpyArray& a, const std::string& file
     return t.reshape(reversed).permute(dims).contiguous();
   }
   return t.reshape(shape);
+}
+
+std::optional<double> sample_distance(const std::string& name, const torch::Tensor& x, const torch::Tensor& y,
+                                      int64_t projections, torch::Generator& gen) {
+  if (name == "energy_distance") return flowkit::metrics::energy_distance(x, y);
+  if (name == "mmd_rbf") return flowkit::metrics::mmd_rbf(x, y);
+  if (name == "sliced_w2") return flowkit::metrics::sliced_w2(x, y, projections, gen);
+  return std::nullopt;
+}
+
+void unknown_metric(const std::string& domain, const std::string& metric, const std::vector<std::string>& available) {
+  std::string list;
+  for (const auto& a : available) list += (list.empty() ? "" : ", ") + a;
+  throw flowkit::Error(domain + ": unknown metric '" + metric + "' (available: " + list + ")");
 }
 
 torch::Tensor paired_rows(int64_t first, int64_t n, int64_t n_test) {

@@ -11,7 +11,6 @@
 #include "flowkit/io.h"
 #include "flowkit/progress.h"
 #include "flowkit/random.h"
-#include "flowkit/sample_metrics.h"
 #include "standard/domains.h"
 #include "standard/held_out.h"
 #include "standard/image_folder.h"
@@ -252,9 +251,7 @@ nlohmann::json ImageFolderDomain::evaluate(const Batch& generated, const Batch& 
   torch::Tensor y = reference.at("x").detach().to(torch::kCPU, torch::kDouble).reshape({reference.at("x").size(0), -1});
   nlohmann::json out = nlohmann::json::object();
   for (const auto& m : metrics) {
-    if (m == "energy_distance") out[m] = flowkit::metrics::energy_distance(x, y);
-    else if (m == "mmd_rbf") out[m] = flowkit::metrics::mmd_rbf(x, y);
-    else if (m == "sliced_w2") out[m] = flowkit::metrics::sliced_w2(x, y, options_.projections, gen);
+    if (auto d = sample_distance(m, x, y, options_.projections, gen)) out[m] = *d;
     else if (m == "mean_error") out[m] = (x.mean(0) - y.mean(0)).pow(2).mean().sqrt().item<double>();
     else if (m == "nn_train_distance") {
       // Against at most 10,000 training images spread over all of them: a float copy of a
@@ -264,11 +261,7 @@ nlohmann::json ImageFolderDomain::evaluate(const Batch& generated, const Batch& 
       out[m] = nn_train_distance(x.to(torch::kFloat), train);
     } else if (m == "outlier_share")
       out[m] = (std::get<0>(raw.detach().abs().reshape({raw.size(0), -1}).max(1)) > 3.0).to(torch::kDouble).mean().item<double>();
-    else {
-      std::string list;
-      for (const auto& a : metric_names()) list += (list.empty() ? "" : ", ") + a;
-      throw flowkit::Error("image_folder: unknown metric '" + m + "' (available: " + list + ")");
-    }
+    else unknown_metric("image_folder", m, metric_names());
   }
   return out;
 }

@@ -12,7 +12,6 @@
 #include "flowkit/error.h"
 #include "flowkit/io.h"
 #include "flowkit/random.h"
-#include "flowkit/sample_metrics.h"
 #include "standard/domains.h"
 #include "standard/held_out.h"
 #include "standard/tensor_domain.h"
@@ -357,23 +356,16 @@ std::vector<std::string> TensorDomain::metric_names() const {
 
 nlohmann::json TensorDomain::evaluate(const Batch& generated, const Batch& reference, const std::vector<std::string>& metrics,
                                       torch::Generator& gen) const {
-  const auto names = metric_names();
   torch::Tensor x = generated.at("x").detach().to(torch::kCPU, torch::kDouble).reshape({generated.at("x").size(0), -1});
   torch::Tensor y = reference.at("x").detach().to(torch::kCPU, torch::kDouble).reshape({reference.at("x").size(0), -1});
   nlohmann::json out = nlohmann::json::object();
   for (const auto& m : metrics) {
-    if (m == "energy_distance") out[m] = flowkit::metrics::energy_distance(x, y);
-    else if (m == "mmd_rbf") out[m] = flowkit::metrics::mmd_rbf(x, y);
-    else if (m == "sliced_w2") out[m] = flowkit::metrics::sliced_w2(x, y, options_.projections, gen);
+    if (auto d = sample_distance(m, x, y, options_.projections, gen)) out[m] = *d;
     // Root mean square over features of the difference of per-feature means / stds.
     else if (m == "mean_error") out[m] = (x.mean(0) - y.mean(0)).pow(2).mean().sqrt().item<double>();
     else if (m == "std_error") out[m] = (x.std(0) - y.std(0)).pow(2).mean().sqrt().item<double>();
     else if (m == "nn_train_distance") out[m] = nn_train_distance(x, train_subset(train_x_, 10000).reshape({-1, x.size(1)}));
-    else {
-      std::string list;
-      for (const auto& a : names) list += (list.empty() ? "" : ", ") + a;
-      throw flowkit::Error("tensor: unknown metric '" + m + "' (available: " + list + ")");
-    }
+    else unknown_metric("tensor", m, metric_names());
   }
   return out;
 }

@@ -5,7 +5,9 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "flowkit/io.h"
 
@@ -36,6 +38,13 @@ torch::Tensor npy_tensor(const flowkit::io::NpyArray& array, const std::string& 
 // (first + i) mod n_test, and reference(n) returns held-out items 0..n-1 in the same order:
 // the samples are then paired with the reference and follow its class frequencies.
 torch::Tensor paired_rows(int64_t first, int64_t n, int64_t n_test);
+
+// The SDK's two-sample distances by name (energy_distance, mmd_rbf, sliced_w2) of rows x
+// against rows y; nullopt for any other name (the domain's own metrics).
+std::optional<double> sample_distance(const std::string& name, const torch::Tensor& x, const torch::Tensor& y,
+                                      int64_t projections, torch::Generator& gen);
+// Throws "<domain>: unknown metric '<metric>' (available: ...)".
+[[noreturn]] void unknown_metric(const std::string& domain, const std::string& metric, const std::vector<std::string>& available);
 
 // A grid (up to columns x columns) of images [N, C, H, W], C = 1 or 3, values 0..255 (clamped),
 // each cell scaled up by `scale`, on a gray background.
